@@ -1,0 +1,58 @@
+#include "moe/base/tensor.h"
+
+#include <cstdlib>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "moe/base/checked_math.h"
+#include "moe/base/status_macros.h"
+
+namespace moe {
+
+void AlignedFree::operator()(void* p) const { std::free(p); }
+
+std::unique_ptr<void, AlignedFree> AlignedAlloc(size_t bytes) {
+  constexpr size_t kAlign = 64;
+  size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
+  if (rounded == 0) rounded = kAlign;
+  void* p = std::aligned_alloc(kAlign, rounded);
+  MOE_CHECK(p != nullptr);
+  std::memset(p, 0, rounded);
+  return std::unique_ptr<void, AlignedFree>(p);
+}
+
+absl::StatusOr<Tensor> Tensor::Create(DType dtype, std::vector<int64_t> shape) {
+  std::optional<int64_t> n = CheckedNumElements(shape);
+  std::optional<uint64_t> bytes;
+  if (n) bytes = CheckedMul(static_cast<uint64_t>(*n), static_cast<uint64_t>(DTypeSize(dtype)));
+  if (!n || !bytes || *bytes > (uint64_t{1} << 46)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid tensor shape ", ShapeString(shape), " for dtype ", DTypeName(dtype)));
+  }
+  Tensor t;
+  t.dtype_ = dtype;
+  t.shape_ = std::move(shape);
+  t.num_elements_ = *n;
+  t.data_ = AlignedAlloc(static_cast<size_t>(*bytes));
+  return t;
+}
+
+Tensor Tensor::Zeros(DType dtype, std::vector<int64_t> shape) {
+  absl::StatusOr<Tensor> t = Create(dtype, std::move(shape));
+  MOE_CHECK(t.ok());
+  return std::move(t).value();
+}
+
+Tensor Tensor::Clone() const {
+  if (data_ == nullptr) return Tensor();
+  Tensor t = Zeros(dtype_, shape_);
+  std::memcpy(t.raw(), raw(), static_cast<size_t>(num_bytes()));
+  return t;
+}
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+}  // namespace moe
