@@ -51,6 +51,16 @@ Tensor Tensor::Clone() const {
   return t;
 }
 
+absl::Status CheckTensor(const Tensor& t, DType dtype, const std::vector<int64_t>& expected,
+                         absl::string_view name) {
+  if (t.empty() || t.dtype() != dtype || t.shape() != expected) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, ": expected ", DTypeName(dtype), " ", ShapeString(expected), ", got ",
+        t.empty() ? "nothing" : absl::StrCat(DTypeName(t.dtype()), " ", ShapeString(t.shape()))));
+  }
+  return absl::OkStatus();
+}
+
 std::string ShapeString(const std::vector<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }

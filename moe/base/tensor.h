@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "moe/base/dtype.h"
 
 namespace moe {
@@ -57,6 +58,11 @@ class Tensor {
   int64_t num_elements_ = 0;
   std::unique_ptr<void, AlignedFree> data_;
 };
+
+// kInvalidArgument "NAME: expected F32 [2, 3], got BF16 [3]" unless `t` is present with
+// this dtype and shape.
+absl::Status CheckTensor(const Tensor& t, DType dtype, const std::vector<int64_t>& expected,
+                         absl::string_view name);
 
 // "[2, 3]" for messages.
 std::string ShapeString(const std::vector<int64_t>& shape);

@@ -1,0 +1,83 @@
+#include "experts/expert_bank.h"
+
+#include <vector>
+
+#include "configs/layer_config.h"
+#include "kernels/cpu/activation.h"
+#include "kernels/cpu/matmul.h"
+
+namespace moe::experts {
+namespace {
+
+constexpr int64_t kRowBlock = 16;
+
+kernels::ActivationKind KindOf(config::Activation activation) {
+  switch (activation) {
+    case config::ACTIVATION_GEGLU:
+    case config::ACTIVATION_GELU:
+      return kernels::ActivationKind::kGelu;
+    case config::ACTIVATION_RELU:
+      return kernels::ActivationKind::kRelu;
+    default:
+      return kernels::ActivationKind::kSilu;
+  }
+}
+
+struct WorkItem {
+  int64_t expert;
+  int64_t row_begin;
+  int64_t row_end;
+};
+
+}  // namespace
+
+absl::Status RunExperts(const ExpertWeights& w, config::Activation activation,
+                        const ExpertBatch& batch) {
+  const int64_t num_experts = w.num_experts();
+  const int64_t d_model = w.d_model();
+  const int64_t d_ff = w.d_ff();
+  const bool gated = config::IsGated(activation);
+  const kernels::ActivationKind kind = KindOf(activation);
+
+  std::vector<WorkItem> items;
+  for (int64_t e = 0; e < num_experts; ++e) {
+    for (int64_t r = batch.offsets[e]; r < batch.offsets[e + 1]; r += kRowBlock) {
+      const int64_t end = r + kRowBlock < batch.offsets[e + 1] ? r + kRowBlock : batch.offsets[e + 1];
+      items.push_back({e, r, end});
+    }
+  }
+  const int64_t num_items = static_cast<int64_t>(items.size());
+#pragma omp parallel
+  {
+    std::vector<float> h(static_cast<size_t>(kRowBlock * d_ff));
+    std::vector<float> u(gated ? static_cast<size_t>(kRowBlock * d_ff) : 0);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t i = 0; i < num_items; ++i) {
+      const WorkItem& item = items[static_cast<size_t>(i)];
+      const int64_t m = item.row_end - item.row_begin;
+      const float* x = batch.rows + item.row_begin * d_model;
+      const int64_t expert_in = item.expert * d_ff * d_model;
+      if (gated) {
+        kernels::MatmulNT({.a = x, .lda = d_model, .b = w.gate.data<float>() + expert_in,
+                           .ldb = d_model, .c = h.data(), .ldc = d_ff, .m = m, .n = d_ff,
+                           .k = d_model});
+        kernels::MatmulNT({.a = x, .lda = d_model, .b = w.up.data<float>() + expert_in,
+                           .ldb = d_model, .c = u.data(), .ldc = d_ff, .m = m, .n = d_ff,
+                           .k = d_model});
+        kernels::ApplyGatedActivation(kind, h.data(), u.data(), m * d_ff);
+      } else {
+        kernels::MatmulNT({.a = x, .lda = d_model, .b = w.up.data<float>() + expert_in,
+                           .ldb = d_model, .c = h.data(), .ldc = d_ff, .m = m, .n = d_ff,
+                           .k = d_model});
+        kernels::ApplyActivation(kind, h.data(), m * d_ff);
+      }
+      kernels::MatmulNT({.a = h.data(), .lda = d_ff,
+                         .b = w.down.data<float>() + item.expert * d_model * d_ff, .ldb = d_ff,
+                         .c = batch.out + item.row_begin * d_model, .ldc = d_model, .m = m,
+                         .n = d_model, .k = d_ff});
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace moe::experts
