@@ -6,8 +6,7 @@
 
 namespace moe::comm {
 
-absl::Status LocalCommunicator::AllToAllV(const void* send,
-                                          const std::vector<int64_t>& send_counts,
+absl::Status LocalCommunicator::AllToAllV(const void* send, const std::vector<int64_t>& send_counts,
                                           const std::vector<int64_t>& send_offsets, void* recv,
                                           const std::vector<int64_t>& recv_counts,
                                           const std::vector<int64_t>& recv_offsets) {

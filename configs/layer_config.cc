@@ -18,7 +18,8 @@ namespace {
 class FirstErrorCollector : public google::protobuf::io::ErrorCollector {
  public:
   void AddError(int line, int column, const std::string& message) override {
-    if (error_.empty()) error_ = absl::StrFormat("line %d column %d: %s", line + 1, column + 1, message);
+    if (error_.empty())
+      error_ = absl::StrFormat("line %d column %d: %s", line + 1, column + 1, message);
   }
   void AddWarning(int line, int column, const std::string& message) override {}
   const std::string& error() const { return error_; }
@@ -35,9 +36,8 @@ absl::Status FieldError(absl::string_view source, absl::string_view field, absl:
 
 absl::StatusOr<LayerConfig> ParseLayerConfig(absl::string_view text, absl::string_view source) {
   if (static_cast<int64_t>(text.size()) > kMaxConfigBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": config is ", text.size(),
-                                                   " bytes, more than the limit of ",
-                                                   kMaxConfigBytes));
+    return absl::InvalidArgumentError(absl::StrCat(
+        source, ": config is ", text.size(), " bytes, more than the limit of ", kMaxConfigBytes));
   }
   google::protobuf::TextFormat::Parser parser;
   FirstErrorCollector errors;
@@ -66,9 +66,8 @@ absl::StatusOr<LayerConfig> LoadLayerConfig(absl::string_view name_or_path) {
     for (const EmbeddedPreset& preset : EmbeddedPresets()) {
       absl::StrAppend(&names, names.empty() ? "" : ", ", preset.name);
     }
-    return absl::NotFoundError(absl::StrCat("config \"", path,
-                                            "\" is neither a readable file nor a preset (",
-                                            names, ")"));
+    return absl::NotFoundError(absl::StrCat(
+        "config \"", path, "\" is neither a readable file nor a preset (", names, ")"));
   }
   std::string text;
   text.resize(static_cast<size_t>(kMaxConfigBytes) + 1);
@@ -83,9 +82,9 @@ absl::Status ValidateLayerConfig(const LayerConfig& c, absl::string_view source)
   if (c.num_experts() <= 0) return FieldError(source, "num_experts", "must be > 0");
   if (c.top_k() <= 0) return FieldError(source, "top_k", "must be > 0");
   if (c.top_k() > c.num_experts()) {
-    return FieldError(source, "top_k",
-                      absl::StrCat("top_k (", c.top_k(), ") exceeds num_experts (",
-                                   c.num_experts(), ")"));
+    return FieldError(
+        source, "top_k",
+        absl::StrCat("top_k (", c.top_k(), ") exceeds num_experts (", c.num_experts(), ")"));
   }
   constexpr int64_t kMaxDim = int64_t{1} << 20;
   if (c.d_model() > kMaxDim) return FieldError(source, "d_model", "must be <= 1048576");
@@ -110,8 +109,7 @@ absl::Status ValidateLayerConfig(const LayerConfig& c, absl::string_view source)
                         absl::StrCat("topk_groups (", r.topk_groups(),
                                      ") must be in [1, num_groups = ", r.num_groups(), "]"));
     }
-    const int64_t experts_kept =
-        int64_t{r.topk_groups()} * (c.num_experts() / r.num_groups());
+    const int64_t experts_kept = int64_t{r.topk_groups()} * (c.num_experts() / r.num_groups());
     if (experts_kept < c.top_k()) {
       return FieldError(source, "router.topk_groups",
                         absl::StrCat("the ", r.topk_groups(), " kept groups hold ", experts_kept,
@@ -135,7 +133,8 @@ absl::Status ValidateLayerConfig(const LayerConfig& c, absl::string_view source)
   if (s.d_ff() < 0) return FieldError(source, "shared_experts.d_ff", "must be >= 0");
   if (s.d_ff() > kMaxDim) return FieldError(source, "shared_experts.d_ff", "must be <= 1048576");
   if (s.count() == 0 && (s.d_ff() != 0 || s.sigmoid_gate())) {
-    return FieldError(source, "shared_experts.count", "is 0 but other shared_experts fields are set");
+    return FieldError(source, "shared_experts.count",
+                      "is 0 but other shared_experts fields are set");
   }
 
   const CapacityConfig& cap = c.capacity();

@@ -1,8 +1,9 @@
 // Text-format presets compiled into the binary (configs/presets/*.textproto).
 #pragma once
 
-#include "absl/strings/string_view.h"
 #include <vector>
+
+#include "absl/strings/string_view.h"
 
 namespace moe::config {
 

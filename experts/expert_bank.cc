@@ -42,7 +42,8 @@ absl::Status RunExperts(const ExpertWeights& w, config::Activation activation,
   std::vector<WorkItem> items;
   for (int64_t e = 0; e < num_experts; ++e) {
     for (int64_t r = batch.offsets[e]; r < batch.offsets[e + 1]; r += kRowBlock) {
-      const int64_t end = r + kRowBlock < batch.offsets[e + 1] ? r + kRowBlock : batch.offsets[e + 1];
+      const int64_t end =
+          r + kRowBlock < batch.offsets[e + 1] ? r + kRowBlock : batch.offsets[e + 1];
       items.push_back({e, r, end});
     }
   }
@@ -58,23 +59,46 @@ absl::Status RunExperts(const ExpertWeights& w, config::Activation activation,
       const float* x = batch.rows + item.row_begin * d_model;
       const int64_t expert_in = item.expert * d_ff * d_model;
       if (gated) {
-        kernels::MatmulNT({.a = x, .lda = d_model, .b = w.gate.data<float>() + expert_in,
-                           .ldb = d_model, .c = h.data(), .ldc = d_ff, .m = m, .n = d_ff,
+        kernels::MatmulNT({.a = x,
+                           .lda = d_model,
+                           .b = w.gate.data<float>() + expert_in,
+                           .ldb = d_model,
+                           .c = h.data(),
+                           .ldc = d_ff,
+                           .m = m,
+                           .n = d_ff,
                            .k = d_model});
-        kernels::MatmulNT({.a = x, .lda = d_model, .b = w.up.data<float>() + expert_in,
-                           .ldb = d_model, .c = u.data(), .ldc = d_ff, .m = m, .n = d_ff,
+        kernels::MatmulNT({.a = x,
+                           .lda = d_model,
+                           .b = w.up.data<float>() + expert_in,
+                           .ldb = d_model,
+                           .c = u.data(),
+                           .ldc = d_ff,
+                           .m = m,
+                           .n = d_ff,
                            .k = d_model});
         kernels::ApplyGatedActivation(kind, h.data(), u.data(), m * d_ff);
       } else {
-        kernels::MatmulNT({.a = x, .lda = d_model, .b = w.up.data<float>() + expert_in,
-                           .ldb = d_model, .c = h.data(), .ldc = d_ff, .m = m, .n = d_ff,
+        kernels::MatmulNT({.a = x,
+                           .lda = d_model,
+                           .b = w.up.data<float>() + expert_in,
+                           .ldb = d_model,
+                           .c = h.data(),
+                           .ldc = d_ff,
+                           .m = m,
+                           .n = d_ff,
                            .k = d_model});
         kernels::ApplyActivation(kind, h.data(), m * d_ff);
       }
-      kernels::MatmulNT({.a = h.data(), .lda = d_ff,
-                         .b = w.down.data<float>() + item.expert * d_model * d_ff, .ldb = d_ff,
-                         .c = batch.out + item.row_begin * d_model, .ldc = d_model, .m = m,
-                         .n = d_model, .k = d_ff});
+      kernels::MatmulNT({.a = h.data(),
+                         .lda = d_ff,
+                         .b = w.down.data<float>() + item.expert * d_model * d_ff,
+                         .ldb = d_ff,
+                         .c = batch.out + item.row_begin * d_model,
+                         .ldc = d_model,
+                         .m = m,
+                         .n = d_model,
+                         .k = d_ff});
     }
   }
   return absl::OkStatus();

@@ -11,9 +11,9 @@ namespace moe::experts {
 
 // One grouped call: expert e computes rows [offsets[e], offsets[e + 1]).
 struct ExpertBatch {
-  const float* rows = nullptr;     // [num_rows, d_model], expert-major
+  const float* rows = nullptr;       // [num_rows, d_model], expert-major
   const int64_t* offsets = nullptr;  // [num_experts + 1]
-  float* out = nullptr;            // [num_rows, d_model]
+  float* out = nullptr;              // [num_rows, d_model]
 };
 
 // out[r] = down_e(act(gate_e(x_r)) * up_e(x_r)) for gated activations, down_e(act(up_e(x_r)))

@@ -6,10 +6,11 @@
 #include "configs/layer_config.h"
 
 namespace moe::experts {
-ExpertWeights ZeroExpertWeights(config::Activation activation, int64_t num_experts,
-                                int64_t d_model, int64_t d_ff) {
+ExpertWeights ZeroExpertWeights(config::Activation activation, int64_t num_experts, int64_t d_model,
+                                int64_t d_ff) {
   ExpertWeights w;
-  if (config::IsGated(activation)) w.gate = Tensor::Zeros(DType::kF32, {num_experts, d_ff, d_model});
+  if (config::IsGated(activation))
+    w.gate = Tensor::Zeros(DType::kF32, {num_experts, d_ff, d_model});
   w.up = Tensor::Zeros(DType::kF32, {num_experts, d_ff, d_model});
   w.down = Tensor::Zeros(DType::kF32, {num_experts, d_model, d_ff});
   return w;
@@ -19,15 +20,18 @@ absl::Status CheckExpertWeights(const ExpertWeights& w, config::Activation activ
                                 int64_t num_experts, int64_t d_model, int64_t d_ff,
                                 absl::string_view what) {
   if (config::IsGated(activation)) {
-    absl::Status s = CheckTensor(w.gate, DType::kF32, {num_experts, d_ff, d_model}, absl::StrCat(what, ".gate"));
+    absl::Status s =
+        CheckTensor(w.gate, DType::kF32, {num_experts, d_ff, d_model}, absl::StrCat(what, ".gate"));
     if (!s.ok()) return s;
   } else if (!w.gate.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat(what, ".gate: given, but the activation has no gate projection"));
   }
-  absl::Status s = CheckTensor(w.up, DType::kF32, {num_experts, d_ff, d_model}, absl::StrCat(what, ".up"));
+  absl::Status s =
+      CheckTensor(w.up, DType::kF32, {num_experts, d_ff, d_model}, absl::StrCat(what, ".up"));
   if (!s.ok()) return s;
-  return CheckTensor(w.down, DType::kF32, {num_experts, d_model, d_ff}, absl::StrCat(what, ".down"));
+  return CheckTensor(w.down, DType::kF32, {num_experts, d_model, d_ff},
+                     absl::StrCat(what, ".down"));
 }
 
 }  // namespace moe::experts

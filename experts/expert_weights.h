@@ -21,8 +21,8 @@ struct ExpertWeights {
 };
 
 // Zero-filled weights of the right shapes for `num_experts` experts.
-ExpertWeights ZeroExpertWeights(config::Activation activation, int64_t num_experts,
-                                int64_t d_model, int64_t d_ff);
+ExpertWeights ZeroExpertWeights(config::Activation activation, int64_t num_experts, int64_t d_model,
+                                int64_t d_ff);
 
 // kInvalidArgument naming `what` (e.g. "experts") and the tensor whose dtype or shape
 // disagrees with the expected sizes.

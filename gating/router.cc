@@ -102,8 +102,14 @@ absl::Status Route(const config::LayerConfig& config, const RouterInputs& in,
         }
         continue;
       }
-      kernels::MatmulNT({.a = x, .lda = d_model, .b = in.router_weight, .ldb = d_model,
-                         .c = logits, .ldc = num_experts, .m = 1, .n = num_experts,
+      kernels::MatmulNT({.a = x,
+                         .lda = d_model,
+                         .b = in.router_weight,
+                         .ldb = d_model,
+                         .c = logits,
+                         .ldc = num_experts,
+                         .m = 1,
+                         .n = num_experts,
                          .k = d_model});
       if (!AllFinite(logits, num_experts)) {
         int64_t prev = first_bad_token.load();
@@ -149,10 +155,10 @@ absl::Status Route(const config::LayerConfig& config, const RouterInputs& in,
   const int64_t bad = first_bad_token.load();
   if (bad != std::numeric_limits<int64_t>::max()) {
     const bool bad_is_logit = AllFinite(in.hidden + bad * d_model, d_model);
-    return absl::InvalidArgumentError(absl::StrCat(
-        bad_is_logit ? "router logits of token " : "hidden_states row of token ", bad,
-        bad_is_logit ? " are not finite (NaN or Inf; hidden values too large?)"
-                     : " contains NaN or Inf"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(bad_is_logit ? "router logits of token " : "hidden_states row of token ", bad,
+                     bad_is_logit ? " are not finite (NaN or Inf; hidden values too large?)"
+                                  : " contains NaN or Inf"));
   }
   return absl::OkStatus();
 }

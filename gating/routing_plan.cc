@@ -5,12 +5,11 @@
 namespace moe::gating {
 
 absl::StatusOr<RoutingPlan> BuildRoutingPlan(const int32_t* topk_ids, int64_t num_tokens,
-                                             int32_t top_k, int32_t num_experts,
-                                             int64_t capacity) {
+                                             int32_t top_k, int32_t num_experts, int64_t capacity) {
   if (num_tokens < 0 || top_k <= 0 || num_experts <= 0 || top_k > num_experts) {
-    return absl::InvalidArgumentError(absl::StrCat("routing plan: bad sizes num_tokens=",
-                                                   num_tokens, " top_k=", top_k,
-                                                   " num_experts=", num_experts));
+    return absl::InvalidArgumentError(
+        absl::StrCat("routing plan: bad sizes num_tokens=", num_tokens, " top_k=", top_k,
+                     " num_experts=", num_experts));
   }
   RoutingPlan plan;
   plan.num_tokens = num_tokens;
@@ -28,8 +27,8 @@ absl::StatusOr<RoutingPlan> BuildRoutingPlan(const int32_t* topk_ids, int64_t nu
     for (int32_t j = 0; j < top_k; ++j) {
       const int32_t e = ids[j];
       if (e < 0 || e >= num_experts) {
-        return absl::InvalidArgumentError(absl::StrCat("topk_ids of token ", t, " holds expert ",
-                                                       e, ", outside [0, ", num_experts, ")"));
+        return absl::InvalidArgumentError(absl::StrCat("topk_ids of token ", t, " holds expert ", e,
+                                                       ", outside [0, ", num_experts, ")"));
       }
       for (int32_t i = 0; i < j; ++i) {
         if (ids[i] == e) {

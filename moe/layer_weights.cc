@@ -32,8 +32,8 @@ absl::Status CheckLayerWeights(const config::LayerConfig& c, const MoeLayerWeigh
     s = CheckTensor(w.selection_bias, DType::kF32, {c.num_experts()}, "selection_bias");
     if (!s.ok()) return s;
   }
-  s = experts::CheckExpertWeights(w.experts, c.activation(), c.num_experts(), c.d_model(),
-                                  c.d_ff(), "experts");
+  s = experts::CheckExpertWeights(w.experts, c.activation(), c.num_experts(), c.d_model(), c.d_ff(),
+                                  "experts");
   if (!s.ok()) return s;
   const int64_t shared_dff = config::SharedExpertsDff(c);
   if (shared_dff > 0) {

@@ -27,8 +27,9 @@ absl::StatusOr<Tensor> HiddenAsF32(const Tensor& hidden, int64_t d_model) {
       (hidden.dtype() != DType::kF32 && hidden.dtype() != DType::kBF16)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "hidden_states: expected F32 or BF16 [num_tokens, ", d_model, "], got ",
-        hidden.empty() ? "nothing"
-                       : absl::StrCat(DTypeName(hidden.dtype()), " ", ShapeString(hidden.shape()))));
+        hidden.empty()
+            ? "nothing"
+            : absl::StrCat(DTypeName(hidden.dtype()), " ", ShapeString(hidden.shape()))));
   }
   if (hidden.dtype() == DType::kF32) return hidden.Clone();
   Tensor f32 = Tensor::Zeros(DType::kF32, hidden.shape());
@@ -66,12 +67,14 @@ absl::StatusOr<LayerOutput> MoeLayer::Forward(const Tensor& hidden_states,
   Tensor logits = Tensor::Zeros(DType::kF32, {num_tokens, num_experts});
   MOE_RETURN_IF_ERROR(gating::Route(
       c,
-      {.hidden = hidden.data<float>(), .router_weight = weights_.router.data<float>(),
-       .selection_bias = c.router().selection_bias() ? weights_.selection_bias.data<float>()
-                                                     : nullptr,
+      {.hidden = hidden.data<float>(),
+       .router_weight = weights_.router.data<float>(),
+       .selection_bias =
+           c.router().selection_bias() ? weights_.selection_bias.data<float>() : nullptr,
        .num_tokens = num_tokens},
       {.topk_ids = result.topk_ids.data<int32_t>(),
-       .topk_weights = result.topk_weights.data<float>(), .logits = logits.data<float>()}));
+       .topk_weights = result.topk_weights.data<float>(),
+       .logits = logits.data<float>()}));
   t.route = SecondsSince(start);
 
   // Plan.
@@ -88,26 +91,37 @@ absl::StatusOr<LayerOutput> MoeLayer::Forward(const Tensor& hidden_states,
   start = Clock::now();
   Tensor rows = Tensor::Zeros(DType::kF32, {plan.num_rows(), d_model});
   Tensor expert_out = Tensor::Zeros(DType::kF32, {plan.num_rows(), d_model});
-  kernels::PermuteRows({.src = hidden.data<float>(), .slot_of_row = plan.slot_of_row.data(),
-                        .dst = rows.data<float>(), .num_rows = plan.num_rows(),
-                        .d_model = d_model, .top_k = top_k});
-  MOE_RETURN_IF_ERROR(experts::RunExperts(
-      weights_.experts, c.activation(),
-      {.rows = rows.data<float>(), .offsets = plan.offsets.data(), .out = expert_out.data<float>()}));
+  kernels::PermuteRows({.src = hidden.data<float>(),
+                        .slot_of_row = plan.slot_of_row.data(),
+                        .dst = rows.data<float>(),
+                        .num_rows = plan.num_rows(),
+                        .d_model = d_model,
+                        .top_k = top_k});
+  MOE_RETURN_IF_ERROR(experts::RunExperts(weights_.experts, c.activation(),
+                                          {.rows = rows.data<float>(),
+                                           .offsets = plan.offsets.data(),
+                                           .out = expert_out.data<float>()}));
   Tensor shared_out;
   Tensor shared_scale;
   if (config::SharedExpertsDff(c) > 0) {
     shared_out = Tensor::Zeros(DType::kF32, {num_tokens, d_model});
     const int64_t shared_offsets[2] = {0, num_tokens};
-    MOE_RETURN_IF_ERROR(experts::RunExperts(
-        weights_.shared, c.activation(),
-        {.rows = hidden.data<float>(), .offsets = shared_offsets, .out = shared_out.data<float>()}));
+    MOE_RETURN_IF_ERROR(experts::RunExperts(weights_.shared, c.activation(),
+                                            {.rows = hidden.data<float>(),
+                                             .offsets = shared_offsets,
+                                             .out = shared_out.data<float>()}));
     if (c.shared_experts().sigmoid_gate()) {
       shared_scale = Tensor::Zeros(DType::kF32, {num_tokens});
       float* scale = shared_scale.data<float>();
-      kernels::MatmulNT({.a = hidden.data<float>(), .lda = d_model,
-                         .b = weights_.shared_gate.data<float>(), .ldb = d_model, .c = scale,
-                         .ldc = 1, .m = num_tokens, .n = 1, .k = d_model});
+      kernels::MatmulNT({.a = hidden.data<float>(),
+                         .lda = d_model,
+                         .b = weights_.shared_gate.data<float>(),
+                         .ldb = d_model,
+                         .c = scale,
+                         .ldc = 1,
+                         .m = num_tokens,
+                         .n = 1,
+                         .k = d_model});
       for (int64_t i = 0; i < num_tokens; ++i) scale[i] = 1.0f / (1.0f + std::exp(-scale[i]));
     }
   }
@@ -128,7 +142,8 @@ absl::StatusOr<LayerOutput> MoeLayer::Forward(const Tensor& hidden_states,
   constexpr int64_t kTokenBlock = 8;
 #pragma omp parallel for schedule(static)
   for (int64_t b = 0; b < num_tokens; b += kTokenBlock) {
-    kernels::UnpermuteReduce(combine, b, b + kTokenBlock < num_tokens ? b + kTokenBlock : num_tokens);
+    kernels::UnpermuteReduce(combine, b,
+                             b + kTokenBlock < num_tokens ? b + kTokenBlock : num_tokens);
   }
   t.combine = SecondsSince(start);
   return result;

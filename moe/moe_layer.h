@@ -13,9 +13,9 @@ namespace moe {
 
 // What one forward produces.
 struct LayerOutput {
-  Tensor output;        // F32 [num_tokens, d_model]
-  Tensor topk_ids;      // I32 [num_tokens, top_k], best first
-  Tensor topk_weights;  // F32 [num_tokens, top_k], the combine weights
+  Tensor output;                     // F32 [num_tokens, d_model]
+  Tensor topk_ids;                   // I32 [num_tokens, top_k], best first
+  Tensor topk_weights;               // F32 [num_tokens, top_k], the combine weights
   std::vector<int64_t> expert_load;  // [num_experts] slots routed to each expert
   int64_t dropped_slots = 0;         // slots over capacity (0 when dropless)
 };

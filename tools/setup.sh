@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the project builds with, only those missing. Idempotent.
 set -euo pipefail
-pkgs=(cmake g++ make libabsl-dev libprotobuf-dev protobuf-compiler libgtest-dev nlohmann-json3-dev
+pkgs=(cmake g++ make clang-format libabsl-dev libprotobuf-dev protobuf-compiler libgtest-dev nlohmann-json3-dev
       libopenmpi-dev openmpi-bin)
 if [ "${MOE_SETUP_EXTRA:-}" = fuzz ]; then pkgs+=(clang libclang-rt-14-dev); fi
 missing=()

@@ -3,7 +3,7 @@
 namespace moe::kernels {
 namespace {
 
-constexpr int kLanes = 16;   // independent partial sums per dot product
+constexpr int kLanes = 16;    // independent partial sums per dot product
 constexpr int kRowBlock = 4;  // rows of A sharing one pass over a row of B
 
 // Reduces the lanes pairwise in a fixed order, then adds the scalar tail.

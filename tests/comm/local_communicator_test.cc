@@ -1,7 +1,6 @@
-#include "comm/communicator.h"
-
 #include <vector>
 
+#include "comm/communicator.h"
 #include "gtest/gtest.h"
 
 namespace moe::comm {

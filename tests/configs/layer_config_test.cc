@@ -74,9 +74,10 @@ TEST(LayerConfigTest, BadValuesAreRejectedNamingTheField) {
   ExpectRejected(std::string(kBase) + "router { num_groups: 4 topk_groups: 5 }",
                  "field router.topk_groups: topk_groups (5) must be in [1, num_groups = 4]");
   ExpectRejected(std::string(kBase) + "router { num_groups: 4 }", "field router.topk_groups");
-  ExpectRejected("d_model: 16 d_ff: 8 num_experts: 8 top_k: 4 router { num_groups: 4 "
-                 "topk_groups: 1 }",
-                 "fewer than top_k (4)");
+  ExpectRejected(
+      "d_model: 16 d_ff: 8 num_experts: 8 top_k: 4 router { num_groups: 4 "
+      "topk_groups: 1 }",
+      "fewer than top_k (4)");
   ExpectRejected(std::string(kBase) + "router { routed_scaling_factor: 0 }",
                  "field router.routed_scaling_factor");
   ExpectRejected(std::string(kBase) + "router { routed_scaling_factor: -1 }",

@@ -31,11 +31,13 @@ Routed RouteLogits(const config::LayerConfig& c, const std::vector<float>& logit
   r.ids.assign(static_cast<size_t>(T * c.top_k()), -7);
   r.weights.assign(static_cast<size_t>(T * c.top_k()), NAN);
   std::vector<float> workspace(logits.size());
-  r.status = Route(c,
-                   {.hidden = logits.data(), .router_weight = router.weight.data(),
-                    .selection_bias = bias ? bias->data() : nullptr, .num_tokens = T},
-                   {.topk_ids = r.ids.data(), .topk_weights = r.weights.data(),
-                    .logits = workspace.data()});
+  r.status = Route(
+      c,
+      {.hidden = logits.data(),
+       .router_weight = router.weight.data(),
+       .selection_bias = bias ? bias->data() : nullptr,
+       .num_tokens = T},
+      {.topk_ids = r.ids.data(), .topk_weights = r.weights.data(), .logits = workspace.data()});
   return r;
 }
 

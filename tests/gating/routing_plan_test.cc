@@ -79,23 +79,34 @@ TEST(RoutingPlanTest, PermuteThenUnpermuteIsIdentity) {
   std::vector<float> x(static_cast<size_t>(T * d));
   for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 97) - 40.0f;
   std::vector<float> rows(static_cast<size_t>(plan->num_rows() * d), -1.0f);
-  kernels::PermuteRows({.src = x.data(), .slot_of_row = plan->slot_of_row.data(),
-                        .dst = rows.data(), .num_rows = plan->num_rows(), .d_model = d,
+  kernels::PermuteRows({.src = x.data(),
+                        .slot_of_row = plan->slot_of_row.data(),
+                        .dst = rows.data(),
+                        .num_rows = plan->num_rows(),
+                        .d_model = d,
                         .top_k = k});
   // Weight 1 on slot j = 0 only: unpermute returns the token itself.
   std::vector<float> weights(static_cast<size_t>(T * k), 0.0f);
   for (int64_t t = 0; t < T; ++t) weights[t * k] = 1.0f;
   std::vector<float> out(static_cast<size_t>(T * d), NAN);
-  kernels::UnpermuteReduce({.rows = rows.data(), .row_of_slot = plan->row_of_slot.data(),
-                            .weights = weights.data(), .out = out.data(), .num_tokens = T,
-                            .d_model = d, .top_k = k},
+  kernels::UnpermuteReduce({.rows = rows.data(),
+                            .row_of_slot = plan->row_of_slot.data(),
+                            .weights = weights.data(),
+                            .out = out.data(),
+                            .num_tokens = T,
+                            .d_model = d,
+                            .top_k = k},
                            0, T);
   EXPECT_EQ(out, x);
   // Weights 1 on every slot: k copies of the token.
   std::fill(weights.begin(), weights.end(), 1.0f);
-  kernels::UnpermuteReduce({.rows = rows.data(), .row_of_slot = plan->row_of_slot.data(),
-                            .weights = weights.data(), .out = out.data(), .num_tokens = T,
-                            .d_model = d, .top_k = k},
+  kernels::UnpermuteReduce({.rows = rows.data(),
+                            .row_of_slot = plan->row_of_slot.data(),
+                            .weights = weights.data(),
+                            .out = out.data(),
+                            .num_tokens = T,
+                            .d_model = d,
+                            .top_k = k},
                            0, T);
   for (size_t i = 0; i < x.size(); ++i) EXPECT_EQ(out[i], k * x[i]);
 }

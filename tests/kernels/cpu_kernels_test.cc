@@ -25,8 +25,15 @@ TEST(MatmulTest, MatchesDoubleLoopsAtOddSizes) {
     std::vector<float> a = Random(static_cast<size_t>(m * k), 1);
     std::vector<float> b = Random(static_cast<size_t>(n * k), 2);
     std::vector<float> c(static_cast<size_t>(m * n), NAN);
-    MatmulNT({.a = a.data(), .lda = k, .b = b.data(), .ldb = k, .c = c.data(), .ldc = n, .m = m,
-              .n = n, .k = k});
+    MatmulNT({.a = a.data(),
+              .lda = k,
+              .b = b.data(),
+              .ldb = k,
+              .c = c.data(),
+              .ldc = n,
+              .m = m,
+              .n = n,
+              .k = k});
     for (int64_t i = 0; i < m; ++i) {
       for (int64_t j = 0; j < n; ++j) {
         double want = 0;
@@ -41,11 +48,25 @@ TEST(MatmulTest, RowResultDoesNotDependOnOtherRows) {
   const int64_t k = 77, n = 5;
   std::vector<float> a = Random(7 * k, 3), b = Random(n * k, 4);
   std::vector<float> all(7 * n), one(n);
-  MatmulNT({.a = a.data(), .lda = k, .b = b.data(), .ldb = k, .c = all.data(), .ldc = n, .m = 7,
-            .n = n, .k = k});
+  MatmulNT({.a = a.data(),
+            .lda = k,
+            .b = b.data(),
+            .ldb = k,
+            .c = all.data(),
+            .ldc = n,
+            .m = 7,
+            .n = n,
+            .k = k});
   for (int64_t i = 0; i < 7; ++i) {
-    MatmulNT({.a = a.data() + i * k, .lda = k, .b = b.data(), .ldb = k, .c = one.data(), .ldc = n,
-              .m = 1, .n = n, .k = k});
+    MatmulNT({.a = a.data() + i * k,
+              .lda = k,
+              .b = b.data(),
+              .ldb = k,
+              .c = one.data(),
+              .ldc = n,
+              .m = 1,
+              .n = n,
+              .k = k});
     for (int64_t j = 0; j < n; ++j) {
       EXPECT_EQ(one[j], all[i * n + j]);
       EXPECT_EQ(one[j], DotProduct(a.data() + i * k, b.data() + j * k, k));
@@ -69,14 +90,16 @@ TEST(TopKTest, BestFirstTiesToLowerIndexAndMinusInfLast) {
 
 TEST(ActivationTest, MatchesDefinitions) {
   std::vector<float> x = {-3, -0.5f, 0, 0.5f, 3};
-  for (ActivationKind kind : {ActivationKind::kSilu, ActivationKind::kGelu, ActivationKind::kRelu}) {
+  for (ActivationKind kind :
+       {ActivationKind::kSilu, ActivationKind::kGelu, ActivationKind::kRelu}) {
     std::vector<float> y = x;
     ApplyActivation(kind, y.data(), static_cast<int64_t>(y.size()));
     for (size_t i = 0; i < x.size(); ++i) {
       const double v = x[i];
-      const double want = kind == ActivationKind::kSilu   ? v / (1 + std::exp(-v))
-                          : kind == ActivationKind::kGelu ? 0.5 * v * (1 + std::erf(v / std::sqrt(2.0)))
-                                                          : std::max(v, 0.0);
+      const double want = kind == ActivationKind::kSilu ? v / (1 + std::exp(-v))
+                          : kind == ActivationKind::kGelu
+                              ? 0.5 * v * (1 + std::erf(v / std::sqrt(2.0)))
+                              : std::max(v, 0.0);
       EXPECT_NEAR(y[i], want, 1e-6);
     }
   }

@@ -20,14 +20,14 @@ using testing::RandomHidden;
 using testing::ReferenceForward;
 using testing::RelativeL2;
 
-const char* const kFamilies[] = {"mixtral",     "qwen2_moe",   "qwen3_moe", "olmoe",
-                                 "deepseek_v2", "deepseek_v3", "switch",    "geglu_topk_first",
-                                 "gelu"};
+const char* const kFamilies[] = {"mixtral", "qwen2_moe",        "qwen3_moe",
+                                 "olmoe",   "deepseek_v2",      "deepseek_v3",
+                                 "switch",  "geglu_topk_first", "gelu"};
 
 // Runs the layer and the reference and checks outputs, weights and id sets.
 void ExpectMatchesReference(const config::LayerConfig& c, int64_t num_tokens, uint64_t seed) {
-  SCOPED_TRACE(c.name() + " E=" + std::to_string(c.num_experts()) + " k=" +
-               std::to_string(c.top_k()) + " T=" + std::to_string(num_tokens));
+  SCOPED_TRACE(c.name() + " E=" + std::to_string(c.num_experts()) +
+               " k=" + std::to_string(c.top_k()) + " T=" + std::to_string(num_tokens));
   absl::StatusOr<MoeLayer> layer = MoeLayer::Create(c, RandomLayerWeights(c, seed));
   ASSERT_TRUE(layer.ok()) << layer.status();
   Tensor hidden = RandomHidden(num_tokens, c.d_model(), seed + 1);
@@ -69,14 +69,14 @@ TEST_P(FamilyForwardTest, MatchesFloat64Reference) {
   for (int64_t num_tokens : {1, 7, 33}) ExpectMatchesReference(c, num_tokens, 17 + num_tokens);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Families, FamilyForwardTest,
-    ::testing::Combine(::testing::ValuesIn(kFamilies), ::testing::Values(6, 12),
-                       ::testing::Values(1, 2, 4)),
-    [](const auto& info) {
-      return std::string(std::get<0>(info.param)) + "_E" + std::to_string(std::get<1>(info.param)) +
-             "_k" + std::to_string(std::get<2>(info.param));
-    });
+INSTANTIATE_TEST_SUITE_P(Families, FamilyForwardTest,
+                         ::testing::Combine(::testing::ValuesIn(kFamilies),
+                                            ::testing::Values(6, 12), ::testing::Values(1, 2, 4)),
+                         [](const auto& info) {
+                           return std::string(std::get<0>(info.param)) + "_E" +
+                                  std::to_string(std::get<1>(info.param)) + "_k" +
+                                  std::to_string(std::get<2>(info.param));
+                         });
 
 TEST(ForwardTest, TopKEqualsNumExpertsForUngroupedFamilies) {
   for (const char* family : {"mixtral", "qwen2_moe", "olmoe", "switch", "gelu"}) {
@@ -212,7 +212,8 @@ TEST(ForwardTest, MissingOrMisshapenWeightIsNamed) {
   w.experts.down = Tensor::Zeros(DType::kF32, {6, 24, 40});
   layer = MoeLayer::Create(c, std::move(w));
   ASSERT_FALSE(layer.ok());
-  EXPECT_EQ(layer.status().message(), "experts.down: expected F32 [6, 40, 24], got F32 [6, 24, 40]");
+  EXPECT_EQ(layer.status().message(),
+            "experts.down: expected F32 [6, 40, 24], got F32 [6, 24, 40]");
 }
 
 }  // namespace

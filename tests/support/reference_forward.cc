@@ -118,13 +118,14 @@ ReferenceOutput ReferenceForward(const LayerConfig& c, const MoeLayerWeights& w,
       for (int g = 0; g < G; ++g) {
         std::vector<double> members(choice.begin() + g * per, choice.begin() + (g + 1) * per);
         std::sort(members.begin(), members.end(), std::greater<double>());
-        group_score[g] = r.group_score() == config::GROUP_SCORE_MAX ? members[0]
-                                                                    : members[0] + members[1];
+        group_score[g] =
+            r.group_score() == config::GROUP_SCORE_MAX ? members[0] : members[0] + members[1];
       }
       std::vector<int32_t> kept = TopKIndices(group_score, r.topk_groups());
       for (int g = 0; g < G; ++g) {
         if (std::find(kept.begin(), kept.end(), g) != kept.end()) continue;
-        for (int i = 0; i < per; ++i) choice[g * per + i] = -std::numeric_limits<double>::infinity();
+        for (int i = 0; i < per; ++i)
+          choice[g * per + i] = -std::numeric_limits<double>::infinity();
       }
     }
     std::copy(choice.begin(), choice.end(), out.scores.begin() + t * E);
@@ -165,16 +166,16 @@ ReferenceOutput ReferenceForward(const LayerConfig& c, const MoeLayerWeights& w,
 
   // Experts and combine.
   const int64_t dff = c.d_ff();
-  const int64_t shared_dff =
-      int64_t{c.shared_experts().count()} *
-      (c.shared_experts().d_ff() > 0 ? c.shared_experts().d_ff() : c.d_ff());
+  const int64_t shared_dff = int64_t{c.shared_experts().count()} *
+                             (c.shared_experts().d_ff() > 0 ? c.shared_experts().d_ff() : c.d_ff());
   for (int64_t t = 0; t < T; ++t) {
     const float* x = x_all + t * d;
     double* y = out.output.data() + t * d;
     for (int j = 0; j < k; ++j) {
       if (!kept[t * k + j]) continue;
       const int64_t e = out.topk_ids[t * k + j];
-      const float* gate = Gated(c.activation()) ? w.experts.gate.data<float>() + e * dff * d : nullptr;
+      const float* gate =
+          Gated(c.activation()) ? w.experts.gate.data<float>() + e * dff * d : nullptr;
       std::vector<double> fe = Ffn(c.activation(), gate, w.experts.up.data<float>() + e * dff * d,
                                    w.experts.down.data<float>() + e * d * dff, x, d, dff);
       for (int64_t i = 0; i < d; ++i) y[i] += out.topk_weights[t * k + j] * fe[i];
