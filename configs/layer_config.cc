@@ -1,6 +1,7 @@
 #include "configs/layer_config.h"
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -60,6 +61,11 @@ absl::StatusOr<LayerConfig> LoadLayerConfig(absl::string_view name_or_path) {
     }
   }
   std::string path(name_or_path);
+  std::error_code error;
+  if (std::filesystem::is_directory(path, error)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config \"", path, "\" is a directory, not a .textproto file"));
+  }
   std::ifstream file(path, std::ios::binary);
   if (!file) {
     std::string names;

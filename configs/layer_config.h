@@ -25,7 +25,7 @@ absl::StatusOr<LayerConfig> LoadLayerConfig(absl::string_view name_or_path);
 // Checks every field; the error names `source`, the field and why.
 absl::Status ValidateLayerConfig(const LayerConfig& config, absl::string_view source);
 
-// The config in text format, with every default filled in (what `moe validate` prints).
+// The config as JSON with every field shown, defaults filled in (what `moe validate` prints).
 std::string ResolvedConfigText(const LayerConfig& config);
 
 // Resolved defaults.

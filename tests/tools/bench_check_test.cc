@@ -1,0 +1,148 @@
+// The #wrong count of `moe bench` (tools/bench_check.cc, compiled into this test): zero on
+// the layer's real output for every activation, drops and shared experts; it catches a
+// perturbed element, NaN and bad routing.
+#include "tools/bench_check.h"
+
+#include <cmath>
+#include <random>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "configs/layer_config.h"
+#include "gtest/gtest.h"
+#include "moe/layer_weights.h"
+#include "moe/moe_layer.h"
+
+namespace moe::tools {
+namespace {
+
+config::LayerConfig Config(const std::string& text) {
+  absl::StatusOr<config::LayerConfig> c = config::ParseLayerConfig(text, "test");
+  EXPECT_TRUE(c.ok()) << c.status();
+  return c.ok() ? *c : config::LayerConfig();
+}
+
+Tensor Hidden(int64_t num_tokens, int64_t d_model, uint64_t seed) {
+  Tensor t = Tensor::Zeros(DType::kF32, {num_tokens, d_model});
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  for (int64_t i = 0; i < t.num_elements(); ++i) t.data<float>()[i] = dist(rng);
+  return t;
+}
+
+struct LayerRun {
+  config::LayerConfig config;
+  MoeLayerWeights weights;
+  Tensor hidden;
+  LayerOutput out;
+};
+
+LayerRun Forward(const std::string& config_text, int64_t num_tokens) {
+  LayerRun run;
+  run.config = Config(config_text);
+  absl::StatusOr<MoeLayer> layer = MoeLayer::Create(run.config, RandomLayerWeights(run.config, 3));
+  EXPECT_TRUE(layer.ok()) << layer.status();
+  run.hidden = Hidden(num_tokens, run.config.d_model(), 4);
+  absl::StatusOr<LayerOutput> out = layer->Forward(run.hidden);
+  EXPECT_TRUE(out.ok()) << out.status();
+  run.out = std::move(*out);
+  run.weights = RandomLayerWeights(run.config, 3);
+  return run;
+}
+
+CheckResult Check(const LayerRun& run, int64_t max_tokens = 16) {
+  absl::StatusOr<CheckResult> r =
+      CheckLayerOutput(run.config, run.weights, run.hidden, run.out, max_tokens);
+  EXPECT_TRUE(r.ok()) << r.status();
+  return r.ok() ? *r : CheckResult();
+}
+
+constexpr char kSwiglu[] =
+    "d_model: 24 d_ff: 20 num_experts: 7 top_k: 3 router { renormalize: true }";
+
+TEST(BenchCheckTest, LayerOutputHasNoWrongElementsForEveryActivation) {
+  for (const char* activation :
+       {"ACTIVATION_SWIGLU", "ACTIVATION_GEGLU", "ACTIVATION_GELU", "ACTIVATION_RELU"}) {
+    LayerRun run = Forward(
+        absl::StrCat("d_model: 24 d_ff: 20 num_experts: 7 top_k: 3 activation: ", activation), 40);
+    CheckResult r = Check(run);
+    EXPECT_EQ(r.wrong(), 0) << activation << ": " << r.first_problem;
+    EXPECT_EQ(r.checked_tokens, 16);
+    EXPECT_EQ(r.checked_elements, 16 * 24);
+    EXPECT_GT(r.ref_rms, 0.0);
+  }
+}
+
+TEST(BenchCheckTest, DropsSharedExpertsAndScalingAreFollowed) {
+  LayerRun run = Forward(
+      "d_model: 16 d_ff: 12 num_experts: 5 top_k: 2 router { score_function: SCORE_SIGMOID "
+      "renormalize: true routed_scaling_factor: 2.5 selection_bias: true } shared_experts { "
+      "count: 2 d_ff: 8 sigmoid_gate: true } capacity { policy: DROP_IN_TOKEN_ORDER factor: 0.5 }",
+      33);
+  ASSERT_GT(run.out.dropped_slots, 0);
+  CheckResult r = Check(run, 1000);
+  EXPECT_EQ(r.wrong(), 0) << r.first_problem;
+  EXPECT_EQ(r.checked_tokens, 33);
+}
+
+TEST(BenchCheckTest, OnePerturbedElementOfACheckedTokenIsOneWrong) {
+  LayerRun run = Forward(kSwiglu, 40);
+  CheckResult clean = Check(run);
+  ASSERT_EQ(clean.wrong(), 0) << clean.first_problem;
+  float* out = run.out.output.data<float>();
+  out[39 * 24 + 5] += static_cast<float>(1e-2 * clean.ref_rms);  // token 39 is always checked
+  CheckResult r = Check(run);
+  EXPECT_EQ(r.wrong_elements, 1);
+  EXPECT_NE(r.first_problem.find("token 39 element 5"), std::string::npos) << r.first_problem;
+}
+
+TEST(BenchCheckTest, RoundingSizedDifferencesAreNotWrong) {
+  LayerRun run = Forward(kSwiglu, 40);
+  float* out = run.out.output.data<float>();
+  for (int64_t i = 0; i < run.out.output.num_elements(); ++i) out[i] *= 1.0f + 1e-6f;
+  EXPECT_EQ(Check(run).wrong(), 0);
+}
+
+TEST(BenchCheckTest, NanIsWrong) {
+  LayerRun run = Forward(kSwiglu, 40);
+  run.out.output.data<float>()[0] = NAN;
+  EXPECT_EQ(Check(run).wrong_elements, 1);
+}
+
+TEST(BenchCheckTest, UncheckedTokensAreNotCompared) {
+  LayerRun run = Forward(kSwiglu, 40);
+  run.out.output.data<float>()[1 * 24] += 100.0f;  // token 1: not among the 16 evenly spaced
+  EXPECT_EQ(Check(run).wrong(), 0);
+  EXPECT_EQ(Check(run, 40).wrong_elements, 1);
+  EXPECT_EQ(Check(run, 0).checked_tokens, 0);
+}
+
+TEST(BenchCheckTest, BadRoutingSlotsAreWrong) {
+  LayerRun run = Forward(kSwiglu, 10);
+  int32_t* ids = run.out.topk_ids.data<int32_t>();
+  const int32_t saved = ids[4];
+  ids[4] = 7;  // out of range
+  EXPECT_GE(Check(run).bad_slots, 1);
+  ids[4] = ids[3];  // repeated within token 1
+  EXPECT_GE(Check(run).bad_slots, 1);
+  ids[4] = saved;
+  run.out.topk_weights.data<float>()[4] = -0.5f;
+  EXPECT_GE(Check(run).bad_slots, 1);
+}
+
+TEST(BenchCheckTest, RenormalizedWeightsMustSumToTheScalingFactor) {
+  LayerRun run = Forward(kSwiglu, 10);
+  run.out.topk_weights.data<float>()[0] *= 0.5f;
+  CheckResult r = Check(run);
+  EXPECT_EQ(r.bad_slots, 3);
+  EXPECT_NE(r.first_problem.find("token 0"), std::string::npos) << r.first_problem;
+}
+
+TEST(BenchCheckTest, ShapeMismatchIsAnError) {
+  LayerRun run = Forward(kSwiglu, 10);
+  Tensor narrow = Hidden(10, 12, 1);
+  EXPECT_FALSE(CheckLayerOutput(run.config, run.weights, narrow, run.out, 16).ok());
+}
+
+}  // namespace
+}  // namespace moe::tools

@@ -1,0 +1,195 @@
+// The `moe` command line: help, validate, bench, flag and argument errors.
+#include <fstream>
+#include <string>
+
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/tools/cli_runner.h"
+
+namespace moe::testing {
+namespace {
+
+void WriteText(const std::string& path, const std::string& text) {
+  std::ofstream file(path, std::ios::binary | std::ios::trunc);
+  file << text;
+}
+
+TEST(MoeCliTest, HelpListsEveryCommandAndFlag) {
+  for (const char* help : {"--help", "help", "-h"}) {
+    CliResult r = RunMoe({help});
+    EXPECT_EQ(r.exit_code, 0) << help << r.err;
+    EXPECT_TRUE(r.err.empty()) << r.err;
+    for (const char* word :
+         {"run",       "init",     "bench",        "validate",       "--model",
+          "--layer",   "--config", "--weights",    "--input",        "--output",
+          "--threads", "--seed",   "--dtype",      "--tokens",       "--repeats",
+          "--warmup",  "--json",   "--input_dist", "--check_tokens", "olmoe-1b-7b"}) {
+      EXPECT_NE(r.out.find(word), std::string::npos) << help << " lacks " << word;
+    }
+  }
+}
+
+TEST(MoeCliTest, CommandHelpShowsItsFlagsOnly) {
+  CliResult r = RunMoe({"bench", "--help"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.out.find("--tokens"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("1e-4"), std::string::npos) << "the #wrong rule: " << r.out;
+  EXPECT_EQ(r.out.find("--model"), std::string::npos) << r.out;
+  CliResult h = RunMoe({"help", "run"});
+  EXPECT_EQ(h.exit_code, 0);
+  EXPECT_NE(h.out.find("--model"), std::string::npos) << h.out;
+}
+
+TEST(MoeCliTest, NoCommandOrUnknownCommandIsAUsageError) {
+  CliResult none = RunMoe({});
+  EXPECT_EQ(none.exit_code, 2);
+  ExpectOneErrorLine(none);
+  CliResult unknown = RunMoe({"frobnicate"});
+  EXPECT_EQ(unknown.exit_code, 2);
+  ExpectOneErrorLine(unknown);
+  EXPECT_NE(unknown.err.find("frobnicate"), std::string::npos) << unknown.err;
+}
+
+TEST(MoeCliTest, ValidatePresetPrintsTheResolvedConfig) {
+  CliResult r = RunMoe({"validate", "tiny"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("d_model"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("64"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("top_k"), std::string::npos) << r.out;
+}
+
+TEST(MoeCliTest, ValidateBadFileFailsWithOneLineNamingTheField) {
+  const std::string path = TempPath("bad.textproto");
+  WriteText(path, "d_model: 64\nd_ff: 128\nnum_experts: 8\ntop_k: 9\n");
+  CliResult r = RunMoe({"validate", path});
+  EXPECT_EQ(r.exit_code, 1);
+  ExpectOneErrorLine(r);
+  EXPECT_NE(r.err.find("top_k"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(path), std::string::npos) << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+}
+
+TEST(MoeCliTest, ValidateSyntaxErrorIsOneLine) {
+  const std::string path = TempPath("syntax.textproto");
+  WriteText(path, "d_model: 64\nd_ff: {\n");
+  CliResult r = RunMoe({"validate", path});
+  EXPECT_EQ(r.exit_code, 1);
+  ExpectOneErrorLine(r);
+}
+
+TEST(MoeCliTest, ValidateMissingFileNamesIt) {
+  CliResult r = RunMoe({"validate", "/nonexistent/x.textproto"});
+  EXPECT_EQ(r.exit_code, 1);
+  ExpectOneErrorLine(r);
+  EXPECT_NE(r.err.find("/nonexistent/x.textproto"), std::string::npos) << r.err;
+}
+
+TEST(MoeCliTest, ValidateArgumentCountIsAUsageError) {
+  CliResult none = RunMoe({"validate"});
+  EXPECT_EQ(none.exit_code, 2);
+  ExpectOneErrorLine(none);
+  CliResult two = RunMoe({"validate", "tiny", "extra"});
+  EXPECT_EQ(two.exit_code, 2);
+  ExpectOneErrorLine(two);
+  EXPECT_NE(two.err.find("extra"), std::string::npos) << two.err;
+}
+
+TEST(MoeCliTest, UnknownFlagExitsNonZeroNamingIt) {
+  CliResult r = RunMoe({"bench", "--no_such_flag=3"});
+  EXPECT_EQ(r.exit_code, 2);
+  ExpectOneErrorLine(r);
+  EXPECT_NE(r.err.find("--no_such_flag"), std::string::npos) << r.err;
+  // absl's own flags are not the command's.
+  CliResult absl_flag = RunMoe({"bench", "--flagfile=/dev/null"});
+  EXPECT_EQ(absl_flag.exit_code, 2);
+  ExpectOneErrorLine(absl_flag);
+}
+
+TEST(MoeCliTest, FlagOfAnotherCommandIsRejected) {
+  CliResult r = RunMoe({"validate", "--tokens=4", "tiny"});
+  EXPECT_EQ(r.exit_code, 2);
+  ExpectOneErrorLine(r);
+  EXPECT_NE(r.err.find("--tokens"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("validate"), std::string::npos) << r.err;
+}
+
+TEST(MoeCliTest, BadFlagValuesAreUsageErrorsNamingTheFlag) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"bench", "--tokens", "1,x"}, "--tokens"},
+      {{"bench", "--tokens=0"}, "--tokens"},
+      {{"bench", "--threads=abc"}, "--threads"},
+      {{"bench", "--threads=-1"}, "--threads"},
+      {{"bench", "--repeats=0"}, "--repeats"},
+      {{"bench", "--input_dist=cauchy"}, "--input_dist"},
+      {{"bench", "--seed"}, "--seed"},
+      {{"bench", "leftover"}, "leftover"},
+      {{"init", "--config=tiny", "--weights=/tmp/x", "--dtype=f64"}, "--dtype"},
+  };
+  for (const auto& [args, name] : cases) {
+    CliResult r = RunMoe(args);
+    EXPECT_EQ(r.exit_code, 2) << args.back() << ": " << r.err;
+    ExpectOneErrorLine(r);
+    EXPECT_NE(r.err.find(name), std::string::npos) << r.err;
+  }
+}
+
+TEST(MoeCliTest, BenchUnknownConfigIsARuntimeError) {
+  CliResult r = RunMoe({"bench", "--config=no-such-preset"});
+  EXPECT_EQ(r.exit_code, 1);
+  ExpectOneErrorLine(r);
+  EXPECT_NE(r.err.find("no-such-preset"), std::string::npos) << r.err;
+}
+
+TEST(MoeCliTest, BenchTinyPrintsZeroWrongAndWritesJson) {
+  const std::string json_path = TempPath("bench.json");
+  CliResult r = RunMoe({"bench", "--config", "tiny", "--tokens", "1,7", "--json", json_path,
+                        "--repeats=2", "--threads=2"});
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  EXPECT_NE(r.out.find("#wrong"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("GFLOP/s ="), std::string::npos) << "formula under the table: " << r.out;
+  EXPECT_NE(r.out.find("threads 2"), std::string::npos) << r.out;
+  nlohmann::json json = nlohmann::json::parse(ReadWholeFile(json_path), nullptr, false);
+  ASSERT_FALSE(json.is_discarded()) << ReadWholeFile(json_path);
+  ASSERT_TRUE(json["rows"].is_array());
+  ASSERT_EQ(json["rows"].size(), 2u);
+  EXPECT_EQ(json["rows"][0]["tokens"], 1);
+  EXPECT_EQ(json["rows"][1]["tokens"], 7);
+  for (const auto& row : json["rows"]) {
+    EXPECT_EQ(row["wrong"], 0);
+    EXPECT_EQ(row["dropped_slots"], 0);
+    EXPECT_GT(row["time_ms"].get<double>(), 0.0);
+    EXPECT_GT(row["checked_tokens"].get<int>(), 0);
+  }
+  EXPECT_EQ(json["context"]["config"], "tiny");
+  EXPECT_EQ(json["context"]["threads"], 2);
+  EXPECT_EQ(json["context"]["d_model"], 64);
+  // Each data row of the table ends in its #wrong count: 0.
+  size_t rows_seen = 0;
+  std::istringstream lines(r.out);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty() || line[0] == '#' || line.find("tokens") != std::string::npos) continue;
+    ++rows_seen;
+    EXPECT_EQ(line.substr(line.find_last_not_of(' ')), "0") << line;
+  }
+  EXPECT_EQ(rows_seen, 2u) << r.out;
+}
+
+TEST(MoeCliTest, BenchChecksDroppingAndSharedExpertConfigs) {
+  // Capacity drops (switch-base-8 drops in token order) and a gated shared expert.
+  const std::string path = TempPath("shared.textproto");
+  WriteText(path,
+            "name: \"small-shared\" d_model: 48 d_ff: 40 num_experts: 6 top_k: 2 "
+            "activation: ACTIVATION_GEGLU router { renormalize: true routed_scaling_factor: 2 } "
+            "shared_experts { count: 2 d_ff: 24 sigmoid_gate: true } "
+            "capacity { policy: DROP_IN_TOKEN_ORDER factor: 0.5 }\n");
+  CliResult r = RunMoe({"bench", "--config", path, "--tokens", "5,64", "--repeats=1", "--warmup=0",
+                        "--input_dist=uniform", "--json", TempPath("b.json")});
+  EXPECT_EQ(r.exit_code, 0) << r.err << r.out;
+  nlohmann::json json = nlohmann::json::parse(ReadWholeFile(TempPath("b.json")), nullptr, false);
+  ASSERT_FALSE(json.is_discarded());
+  EXPECT_GT(json["rows"][1]["dropped_slots"].get<int>(), 0);
+  EXPECT_EQ(json["rows"][1]["wrong"], 0);
+}
+
+}  // namespace
+}  // namespace moe::testing
