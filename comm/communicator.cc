@@ -6,21 +6,33 @@
 
 namespace moe::comm {
 
+absl::Status ValidateAllToAllV(int num_ranks, const std::vector<int64_t>& send_counts,
+                               const std::vector<int64_t>& send_offsets,
+                               const std::vector<int64_t>& recv_counts,
+                               const std::vector<int64_t>& recv_offsets) {
+  const size_t n = static_cast<size_t>(num_ranks);
+  if (send_counts.size() != n || send_offsets.size() != n || recv_counts.size() != n ||
+      recv_offsets.size() != n) {
+    return absl::InvalidArgumentError("AllToAllV: counts and offsets must have one entry per rank");
+  }
+  for (size_t p = 0; p < n; ++p) {
+    if (send_counts[p] < 0 || send_offsets[p] < 0 || recv_counts[p] < 0 || recv_offsets[p] < 0) {
+      return absl::InvalidArgumentError("AllToAllV: negative count or offset");
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status LocalCommunicator::AllToAllV(const void* send, const std::vector<int64_t>& send_counts,
                                           const std::vector<int64_t>& send_offsets, void* recv,
                                           const std::vector<int64_t>& recv_counts,
                                           const std::vector<int64_t>& recv_offsets) {
-  if (send_counts.size() != 1 || send_offsets.size() != 1 || recv_counts.size() != 1 ||
-      recv_offsets.size() != 1) {
-    return absl::InvalidArgumentError("AllToAllV: counts and offsets must have one entry per rank");
-  }
+  absl::Status valid = ValidateAllToAllV(1, send_counts, send_offsets, recv_counts, recv_offsets);
+  if (!valid.ok()) return valid;
   if (send_counts[0] != recv_counts[0]) {
     return absl::InvalidArgumentError(absl::StrCat("AllToAllV: rank 0 sends ", send_counts[0],
                                                    " bytes to itself but expects ",
                                                    recv_counts[0]));
-  }
-  if (send_counts[0] < 0 || send_offsets[0] < 0 || recv_offsets[0] < 0) {
-    return absl::InvalidArgumentError("AllToAllV: negative count or offset");
   }
   if (send_counts[0] > 0) {
     std::memmove(static_cast<char*>(recv) + recv_offsets[0],

@@ -9,15 +9,27 @@
 
 namespace moe::comm {
 
+// Where a communicator's buffers live.
+enum class MemorySpace { kHost, kDevice };
+
+// Default bound on one collective; a peer that has not answered by then is an error.
+inline constexpr double kDefaultTimeoutSeconds = 60.0;
+
 // A group of ranks. Every collective must be called by all ranks in the same order.
-// Counts and displacements are in bytes. Implementations: LocalCommunicator (one rank);
-// MPI and NCCL ones come with expert parallelism.
+// Counts and displacements are in bytes. Implementations: LocalCommunicator (one rank),
+// MpiCommunicator (comm/mpi_communicator.h, host buffers), NcclCommunicator
+// (comm/nccl_communicator.h, device buffers). Not thread-safe: one caller at a time.
+// NOTE: every collective of the multi-rank implementations is bounded by a timeout; a peer
+// that died or stalled becomes kDeadlineExceeded / kUnavailable naming the call and the
+// peer, after which the communicator is unusable (every later call fails, kUnavailable).
 class Communicator {
  public:
   virtual ~Communicator() = default;
 
   virtual int rank() const = 0;
   virtual int size() const = 0;
+  // Host memory unless overridden (NCCL: device memory).
+  virtual MemorySpace memory_space() const { return MemorySpace::kHost; }
 
   // The v-variant all-to-all: rank r sends send_counts[p] bytes at send + send_offsets[p] to
   // each peer p and receives recv_counts[p] bytes at recv + recv_offsets[p] from it.
@@ -36,6 +48,13 @@ class Communicator {
 
   virtual absl::Status Barrier() = 0;
 };
+
+// Checks AllToAllV's arguments for `num_ranks` ranks: kInvalidArgument when a vector is not
+// num_ranks long or a count or offset is negative.
+absl::Status ValidateAllToAllV(int num_ranks, const std::vector<int64_t>& send_counts,
+                               const std::vector<int64_t>& send_offsets,
+                               const std::vector<int64_t>& recv_counts,
+                               const std::vector<int64_t>& recv_offsets);
 
 // One rank: every collective is a local copy.
 class LocalCommunicator final : public Communicator {

@@ -21,7 +21,10 @@ double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-// hidden_states as F32, converted from BF16 when needed.
+}  // namespace
+
+namespace stages {
+
 absl::StatusOr<Tensor> HiddenAsF32(const Tensor& hidden, int64_t d_model) {
   if (hidden.empty() || hidden.rank() != 2 || hidden.dim(1) != d_model ||
       (hidden.dtype() != DType::kF32 && hidden.dtype() != DType::kBF16)) {
@@ -38,7 +41,94 @@ absl::StatusOr<Tensor> HiddenAsF32(const Tensor& hidden, int64_t d_model) {
   return f32;
 }
 
-}  // namespace
+absl::Status RouteTokens(const config::LayerConfig& c, const MoeLayerWeights& weights,
+                         const Tensor& hidden, LayerOutput* out) {
+  const int64_t num_tokens = hidden.dim(0);
+  out->topk_ids = Tensor::Zeros(DType::kI32, {num_tokens, c.top_k()});
+  out->topk_weights = Tensor::Zeros(DType::kF32, {num_tokens, c.top_k()});
+  Tensor logits = Tensor::Zeros(DType::kF32, {num_tokens, c.num_experts()});
+  return gating::Route(
+      c,
+      {.hidden = hidden.data<float>(),
+       .router_weight = weights.router.data<float>(),
+       .selection_bias =
+           c.router().selection_bias() ? weights.selection_bias.data<float>() : nullptr,
+       .num_tokens = num_tokens},
+      {.topk_ids = out->topk_ids.data<int32_t>(),
+       .topk_weights = out->topk_weights.data<float>(),
+       .logits = logits.data<float>()});
+}
+
+absl::StatusOr<SharedExpertsOutput> RunSharedExperts(const config::LayerConfig& c,
+                                                     const MoeLayerWeights& weights,
+                                                     const Tensor& hidden) {
+  SharedExpertsOutput shared;
+  if (config::SharedExpertsDff(c) == 0) return shared;
+  const int64_t num_tokens = hidden.dim(0);
+  const int64_t d_model = c.d_model();
+  shared.out = Tensor::Zeros(DType::kF32, {num_tokens, d_model});
+  const int64_t shared_offsets[2] = {0, num_tokens};
+  MOE_RETURN_IF_ERROR(experts::RunExperts(
+      weights.shared, c.activation(),
+      {.rows = hidden.data<float>(), .offsets = shared_offsets, .out = shared.out.data<float>()}));
+  if (c.shared_experts().sigmoid_gate()) {
+    shared.scale = Tensor::Zeros(DType::kF32, {num_tokens});
+    float* scale = shared.scale.data<float>();
+    kernels::MatmulNT({.a = hidden.data<float>(),
+                       .lda = d_model,
+                       .b = weights.shared_gate.data<float>(),
+                       .ldb = d_model,
+                       .c = scale,
+                       .ldc = 1,
+                       .m = num_tokens,
+                       .n = 1,
+                       .k = d_model});
+    for (int64_t i = 0; i < num_tokens; ++i) scale[i] = 1.0f / (1.0f + std::exp(-scale[i]));
+  }
+  return shared;
+}
+
+absl::StatusOr<Tensor> PermuteAndRunExperts(const config::LayerConfig& c,
+                                            const experts::ExpertWeights& experts,
+                                            const Tensor& hidden, const gating::RoutingPlan& plan) {
+  const int64_t d_model = c.d_model();
+  Tensor rows = Tensor::Zeros(DType::kF32, {plan.num_rows(), d_model});
+  Tensor expert_out = Tensor::Zeros(DType::kF32, {plan.num_rows(), d_model});
+  kernels::PermuteRows({.src = hidden.data<float>(),
+                        .slot_of_row = plan.slot_of_row.data(),
+                        .dst = rows.data<float>(),
+                        .num_rows = plan.num_rows(),
+                        .d_model = d_model,
+                        .top_k = c.top_k()});
+  MOE_RETURN_IF_ERROR(experts::RunExperts(experts, c.activation(),
+                                          {.rows = rows.data<float>(),
+                                           .offsets = plan.offsets.data(),
+                                           .out = expert_out.data<float>()}));
+  return expert_out;
+}
+
+void CombineSlots(const float* rows, const int64_t* row_of_slot, const Tensor& topk_weights,
+                  const SharedExpertsOutput& shared, Tensor* output) {
+  const int64_t num_tokens = output->dim(0);
+  const kernels::UnpermuteReduceParams combine = {
+      .rows = rows,
+      .row_of_slot = row_of_slot,
+      .weights = topk_weights.data<float>(),
+      .shared = shared.out.empty() ? nullptr : shared.out.data<float>(),
+      .shared_scale = shared.scale.empty() ? nullptr : shared.scale.data<float>(),
+      .out = output->data<float>(),
+      .num_tokens = num_tokens,
+      .d_model = output->dim(1),
+      .top_k = static_cast<int32_t>(topk_weights.dim(1))};
+  constexpr int64_t kTokenBlock = 8;
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < num_tokens; b += kTokenBlock) {
+    kernels::UnpermuteReduce(combine, b,
+                             b + kTokenBlock < num_tokens ? b + kTokenBlock : num_tokens);
+  }
+}
+
+}  // namespace stages
 
 absl::StatusOr<MoeLayer> MoeLayer::Create(config::LayerConfig config, MoeLayerWeights weights) {
   MOE_RETURN_IF_ERROR(config::ValidateLayerConfig(config, "layer config"));
@@ -49,102 +139,36 @@ absl::StatusOr<MoeLayer> MoeLayer::Create(config::LayerConfig config, MoeLayerWe
 absl::StatusOr<LayerOutput> MoeLayer::Forward(const Tensor& hidden_states,
                                               StageTimes* times) const {
   const config::LayerConfig& c = config_;
-  const int64_t d_model = c.d_model();
-  const int32_t top_k = c.top_k();
-  const int32_t num_experts = c.num_experts();
-  MOE_ASSIGN_OR_RETURN(Tensor hidden, HiddenAsF32(hidden_states, d_model));
+  MOE_ASSIGN_OR_RETURN(Tensor hidden, stages::HiddenAsF32(hidden_states, c.d_model()));
   const int64_t num_tokens = hidden.dim(0);
   StageTimes local_times;
   StageTimes& t = times != nullptr ? *times : local_times;
-
   LayerOutput result;
-  result.output = Tensor::Zeros(DType::kF32, {num_tokens, d_model});
-  result.topk_ids = Tensor::Zeros(DType::kI32, {num_tokens, top_k});
-  result.topk_weights = Tensor::Zeros(DType::kF32, {num_tokens, top_k});
+  result.output = Tensor::Zeros(DType::kF32, {num_tokens, c.d_model()});
 
-  // Route.
   Clock::time_point start = Clock::now();
-  Tensor logits = Tensor::Zeros(DType::kF32, {num_tokens, num_experts});
-  MOE_RETURN_IF_ERROR(gating::Route(
-      c,
-      {.hidden = hidden.data<float>(),
-       .router_weight = weights_.router.data<float>(),
-       .selection_bias =
-           c.router().selection_bias() ? weights_.selection_bias.data<float>() : nullptr,
-       .num_tokens = num_tokens},
-      {.topk_ids = result.topk_ids.data<int32_t>(),
-       .topk_weights = result.topk_weights.data<float>(),
-       .logits = logits.data<float>()}));
+  MOE_RETURN_IF_ERROR(stages::RouteTokens(c, weights_, hidden, &result));
   t.route = SecondsSince(start);
 
-  // Plan.
   start = Clock::now();
   MOE_ASSIGN_OR_RETURN(
       gating::RoutingPlan plan,
-      gating::BuildRoutingPlan(result.topk_ids.data<int32_t>(), num_tokens, top_k, num_experts,
-                               config::ExpertCapacity(c, num_tokens)));
+      gating::BuildRoutingPlan(result.topk_ids.data<int32_t>(), num_tokens, c.top_k(),
+                               c.num_experts(), config::ExpertCapacity(c, num_tokens)));
   result.expert_load = plan.demand;
   result.dropped_slots = plan.dropped_slots;
   t.plan = SecondsSince(start);
 
-  // Experts: permute, routed FFNs, shared FFNs.
   start = Clock::now();
-  Tensor rows = Tensor::Zeros(DType::kF32, {plan.num_rows(), d_model});
-  Tensor expert_out = Tensor::Zeros(DType::kF32, {plan.num_rows(), d_model});
-  kernels::PermuteRows({.src = hidden.data<float>(),
-                        .slot_of_row = plan.slot_of_row.data(),
-                        .dst = rows.data<float>(),
-                        .num_rows = plan.num_rows(),
-                        .d_model = d_model,
-                        .top_k = top_k});
-  MOE_RETURN_IF_ERROR(experts::RunExperts(weights_.experts, c.activation(),
-                                          {.rows = rows.data<float>(),
-                                           .offsets = plan.offsets.data(),
-                                           .out = expert_out.data<float>()}));
-  Tensor shared_out;
-  Tensor shared_scale;
-  if (config::SharedExpertsDff(c) > 0) {
-    shared_out = Tensor::Zeros(DType::kF32, {num_tokens, d_model});
-    const int64_t shared_offsets[2] = {0, num_tokens};
-    MOE_RETURN_IF_ERROR(experts::RunExperts(weights_.shared, c.activation(),
-                                            {.rows = hidden.data<float>(),
-                                             .offsets = shared_offsets,
-                                             .out = shared_out.data<float>()}));
-    if (c.shared_experts().sigmoid_gate()) {
-      shared_scale = Tensor::Zeros(DType::kF32, {num_tokens});
-      float* scale = shared_scale.data<float>();
-      kernels::MatmulNT({.a = hidden.data<float>(),
-                         .lda = d_model,
-                         .b = weights_.shared_gate.data<float>(),
-                         .ldb = d_model,
-                         .c = scale,
-                         .ldc = 1,
-                         .m = num_tokens,
-                         .n = 1,
-                         .k = d_model});
-      for (int64_t i = 0; i < num_tokens; ++i) scale[i] = 1.0f / (1.0f + std::exp(-scale[i]));
-    }
-  }
+  MOE_ASSIGN_OR_RETURN(Tensor expert_out,
+                       stages::PermuteAndRunExperts(c, weights_.experts, hidden, plan));
+  MOE_ASSIGN_OR_RETURN(stages::SharedExpertsOutput shared,
+                       stages::RunSharedExperts(c, weights_, hidden));
   t.experts = SecondsSince(start);
 
-  // Combine in each token's top-k order.
   start = Clock::now();
-  const kernels::UnpermuteReduceParams combine = {
-      .rows = expert_out.data<float>(),
-      .row_of_slot = plan.row_of_slot.data(),
-      .weights = result.topk_weights.data<float>(),
-      .shared = shared_out.empty() ? nullptr : shared_out.data<float>(),
-      .shared_scale = shared_scale.empty() ? nullptr : shared_scale.data<float>(),
-      .out = result.output.data<float>(),
-      .num_tokens = num_tokens,
-      .d_model = d_model,
-      .top_k = top_k};
-  constexpr int64_t kTokenBlock = 8;
-#pragma omp parallel for schedule(static)
-  for (int64_t b = 0; b < num_tokens; b += kTokenBlock) {
-    kernels::UnpermuteReduce(combine, b,
-                             b + kTokenBlock < num_tokens ? b + kTokenBlock : num_tokens);
-  }
+  stages::CombineSlots(expert_out.data<float>(), plan.row_of_slot.data(), result.topk_weights,
+                       shared, &result.output);
   t.combine = SecondsSince(start);
   return result;
 }

@@ -6,6 +6,8 @@
 
 #include "absl/status/statusor.h"
 #include "configs/moe_config.pb.h"
+#include "experts/expert_weights.h"
+#include "gating/routing_plan.h"
 #include "moe/base/tensor.h"
 #include "moe/layer_weights.h"
 
@@ -51,4 +53,39 @@ class MoeLayer {
   MoeLayerWeights weights_;
 };
 
+// The stages of one forward, shared by MoeLayer and the expert-parallel layer
+// (moe/expert_parallel_layer.h). Every stage computes each token or row independently of the
+// others and of the thread count, which is what makes the expert-parallel output bitwise equal.
+namespace stages {
+
+// hidden_states as F32 [num_tokens, d_model], BF16 converted exactly. kInvalidArgument naming
+// hidden_states for a bad shape or dtype.
+absl::StatusOr<Tensor> HiddenAsF32(const Tensor& hidden_states, int64_t d_model);
+
+// Router GEMM, scoring and top-k: allocates and fills out->topk_ids and out->topk_weights.
+// Uses weights.router and weights.selection_bias only. kInvalidArgument for a NaN/Inf token.
+absl::Status RouteTokens(const config::LayerConfig& config, const MoeLayerWeights& weights,
+                         const Tensor& hidden, LayerOutput* out);
+
+// The shared experts' contribution; both tensors empty without shared experts.
+struct SharedExpertsOutput {
+  Tensor out;    // F32 [num_tokens, d_model]
+  Tensor scale;  // F32 [num_tokens], sigmoid(hidden . shared_gate); empty unless sigmoid_gate
+};
+absl::StatusOr<SharedExpertsOutput> RunSharedExperts(const config::LayerConfig& config,
+                                                     const MoeLayerWeights& weights,
+                                                     const Tensor& hidden);
+
+// Permutes hidden rows into plan order and runs the routed experts (`experts` holds all of
+// plan.num_experts). Returns F32 [plan.num_rows(), d_model].
+absl::StatusOr<Tensor> PermuteAndRunExperts(const config::LayerConfig& config,
+                                            const experts::ExpertWeights& experts,
+                                            const Tensor& hidden, const gating::RoutingPlan& plan);
+
+// output[t] = sum_j topk_weights[t, j] * rows[row_of_slot[t * top_k + j]] in top-k order
+// (row -1 adds nothing), then + scale[t] * shared[t]. `output` is F32 [num_tokens, d_model].
+void CombineSlots(const float* rows, const int64_t* row_of_slot, const Tensor& topk_weights,
+                  const SharedExpertsOutput& shared, Tensor* output);
+
+}  // namespace stages
 }  // namespace moe
