@@ -7,6 +7,7 @@
 #include "absl/status/statusor.h"
 #include "comm/communicator.h"
 #include "comm/placement.h"
+#include "comm/replica_placement.h"
 #include "moe/base/tensor.h"
 
 namespace moe::comm {
@@ -28,8 +29,9 @@ struct DispatchInput {
 
 // The expert side of a dispatch: what this rank's local experts compute.
 struct ExpertRows {
-  // F32 [num_rows, d_model], grouped by local expert (the placement's local order); within
-  // an expert by source rank, then token: the global token order.
+  // F32 [num_rows, d_model], grouped by local expert (the placement's rank_experts[rank]
+  // order, ascending expert); within an expert by source rank, then token: the global token
+  // order, restricted to this replica's row range (ReplicaRowRanges).
   Tensor rows;
   std::vector<int64_t> offsets;  // [num_local_experts + 1]
 };
@@ -48,11 +50,13 @@ struct DispatchStats {
   std::vector<int64_t> rank_tokens;    // [num_ranks] token rows each rank received
   std::vector<int64_t> rank_load;      // [num_ranks] expert rows each rank computes
   std::vector<int64_t> expert_load;    // [num_experts] kept slots of each expert, all ranks
-  AllToAllBytes dispatch_bytes;        // token rows (with their headers)
-  AllToAllBytes combine_bytes;         // result rows
-  double counts_seconds = 0;           // the all-gather of counts
-  double dispatch_seconds = 0;         // the all-to-all of token rows
-  double combine_seconds = 0;          // the all-to-all of result rows
+  // [num_experts][replicas] rows each replica computes: ReplicaRowRanges of expert_load[e].
+  std::vector<std::vector<int64_t>> replica_rows;
+  AllToAllBytes dispatch_bytes;  // token rows (with their headers)
+  AllToAllBytes combine_bytes;   // result rows
+  double counts_seconds = 0;     // the all-gather of counts
+  double dispatch_seconds = 0;   // the all-to-all of token rows
+  double combine_seconds = 0;    // the all-to-all of result rows
 
   int64_t bytes_sent() const { return dispatch_bytes.sent + combine_bytes.sent; }
   int64_t bytes_received() const { return dispatch_bytes.received + combine_bytes.received; }
@@ -73,13 +77,19 @@ struct DispatchLayout {
   DispatchStats stats;
 };
 
+// Replicas: an expert's kept slots, numbered in the global token order (source rank, then
+// token), are split among its replicas by ReplicaRowRanges (comm/replica_placement.h); a
+// slot's row within its expert is sum over source ranks s < src of count[s][e] plus its
+// position among src's slots of e. Which replica computes a row never changes its result.
+// A plain Placement is the case of one replica of share 1 per expert.
 // Sends each token row ONCE per destination rank, with a header of top_k int32 naming the
 // token's experts on that rank (-1 elsewhere); the receiver expands it to one row per local
 // expert. Results travel back one row per slot, and the caller combines them in each token's
 // top-k order (kernels::UnpermuteReduce with return_row_of_slot), so the output does not
-// depend on the rank count or the placement. Per forward: Dispatch issues AllGather (counts)
-// then AllToAllV (rows), Combine one AllToAllV (results), in that order on every rank, also
-// on ranks with no tokens or no experts.
+// depend on the rank count or the placement. Per forward: Dispatch issues AllGather (counts),
+// a second AllGather (token rows per destination; only when some expert has several
+// replicas) then AllToAllV (rows), Combine one AllToAllV (results), in that order on every
+// rank, also on ranks with no tokens or no experts.
 // Bytes on the wire per token: D * (4 * top_k + 4 * d_model) out and k_kept * 4 * d_model
 // back, D = the token's distinct destination ranks other than its own.
 // The Dispatcher knows rows and destinations, not what an expert computes.
@@ -87,8 +97,13 @@ class Dispatcher {
  public:
   // `comm` is borrowed and must outlive the dispatcher; it must be a host-memory
   // communicator. kInvalidArgument when the placement does not fit comm->size() ranks.
-  static absl::StatusOr<Dispatcher> Create(Communicator* comm, Placement placement, int64_t d_model,
-                                           int32_t top_k, DispatcherOptions options = {});
+  static absl::StatusOr<Dispatcher> Create(Communicator* comm, ReplicatedPlacement placement,
+                                           int64_t d_model, int32_t top_k,
+                                           DispatcherOptions options = {});
+  // The plain placement as ReplicatedFromPlacement.
+  static absl::StatusOr<Dispatcher> Create(Communicator* comm, const Placement& placement,
+                                           int64_t d_model, int32_t top_k,
+                                           DispatcherOptions options = {});
 
   // Collective. Validates `in`, exchanges counts, checks they agree, then moves rows. An
   // error on one rank fails every rank at the counts exchange: that rank returns its own
@@ -103,23 +118,24 @@ class Dispatcher {
   // layout->return_row_of_slot[s]. Adds its bytes and time to layout->stats.
   absl::StatusOr<Tensor> Combine(const float* expert_out, DispatchLayout* layout);
 
-  const Placement& placement() const { return placement_; }
+  const ReplicatedPlacement& placement() const { return placement_; }
+  // Whether some expert has more than one replica.
+  bool replicated() const { return replicated_; }
   // Bytes of one dispatched token row: the top_k int32 header and d_model floats.
   int64_t token_row_bytes() const { return 4 * (int64_t{top_k_} + d_model_); }
 
  private:
-  Dispatcher(Communicator* comm, Placement placement, int64_t d_model, int32_t top_k,
-             DispatcherOptions options)
-      : comm_(comm),
-        placement_(std::move(placement)),
-        d_model_(d_model),
-        top_k_(top_k),
-        options_(options) {}
+  Dispatcher(Communicator* comm, ReplicatedPlacement placement, int64_t d_model, int32_t top_k,
+             DispatcherOptions options);
 
   absl::Status CheckInput(const DispatchInput& in) const;
 
   Communicator* comm_;
-  Placement placement_;
+  ReplicatedPlacement placement_;
+  std::vector<std::vector<uint64_t>> units_;  // [num_experts][replicas + 1] CumulativeShareUnits
+  std::vector<int32_t> local_index_;          // [num_experts] position in rank_experts[rank], or -1
+  std::vector<int32_t> local_replica_;        // [num_local_experts] index in the expert's replicas
+  bool replicated_ = false;
   int64_t d_model_;
   int32_t top_k_;
   DispatcherOptions options_;

@@ -79,8 +79,8 @@ ReplicatedPlacement ContiguousReplicatedPlacement(int32_t num_experts, int32_t n
   return p;
 }
 
-absl::Status ValidateReplicatedPlacement(const ReplicatedPlacement& p, int32_t num_experts,
-                                         int32_t num_ranks) {
+absl::Status ValidateReplicaStructure(const ReplicatedPlacement& p, int32_t num_experts,
+                                      int32_t num_ranks) {
   auto error = [](auto&&... parts) {
     return absl::InvalidArgumentError(absl::StrCat("replicated placement: ", parts...));
   };
@@ -132,6 +132,15 @@ absl::Status ValidateReplicatedPlacement(const ReplicatedPlacement& p, int32_t n
     }
     if (!same) return error("rank_experts of rank ", r, " does not match replicas");
   }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateReplicatedPlacement(const ReplicatedPlacement& p, int32_t num_experts,
+                                         int32_t num_ranks) {
+  MOE_RETURN_IF_ERROR(ValidateReplicaStructure(p, num_experts, num_ranks));
+  auto error = [](auto&&... parts) {
+    return absl::InvalidArgumentError(absl::StrCat("replicated placement: ", parts...));
+  };
   const int64_t slots = p.num_slots();
   const int64_t low = slots / num_ranks;
   const int64_t high = low + (slots % num_ranks != 0 ? 1 : 0);
@@ -144,6 +153,34 @@ absl::Status ValidateReplicatedPlacement(const ReplicatedPlacement& p, int32_t n
     }
   }
   return absl::OkStatus();
+}
+
+ReplicatedPlacement ReplicatedFromPlacement(const Placement& placement) {
+  ReplicatedPlacement p;
+  p.num_experts = placement.num_experts;
+  p.num_ranks = placement.num_ranks;
+  p.replicas.resize(static_cast<size_t>(placement.num_experts));
+  for (size_t e = 0; e < placement.rank_of_expert.size() && e < p.replicas.size(); ++e) {
+    p.replicas[e].push_back({placement.rank_of_expert[e], 1.0});
+  }
+  // A rank out of range is left for ValidateReplicaStructure to name.
+  p.rank_experts.assign(static_cast<size_t>(std::max(p.num_ranks, 0)), {});
+  for (size_t e = 0; e < p.replicas.size(); ++e) {
+    for (const ExpertReplica& r : p.replicas[e]) {
+      if (r.rank >= 0 && r.rank < p.num_ranks) {
+        p.rank_experts[static_cast<size_t>(r.rank)].push_back({static_cast<int32_t>(e), r.share});
+      }
+    }
+  }
+  return p;
+}
+
+std::vector<int32_t> HeldExperts(const ReplicatedPlacement& placement, int rank) {
+  std::vector<int32_t> ids;
+  for (const RankExpert& x : placement.rank_experts[static_cast<size_t>(rank)]) {
+    ids.push_back(x.expert);
+  }
+  return ids;
 }
 
 std::vector<double> PredictedRankLoads(const ReplicatedPlacement& p,

@@ -10,6 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "comm/placement.h"
 
 namespace moe::comm {
 
@@ -60,6 +61,18 @@ ReplicatedPlacement ContiguousReplicatedPlacement(int32_t num_experts, int32_t n
 // every rank holds floor or ceil of num_slots / num_ranks slots.
 absl::Status ValidateReplicatedPlacement(const ReplicatedPlacement& placement, int32_t num_experts,
                                          int32_t num_ranks);
+
+// ValidateReplicatedPlacement without the slot-count rule (any number of replicas per rank):
+// what the Dispatcher and the expert-parallel layer need, so that any plain Placement fits.
+absl::Status ValidateReplicaStructure(const ReplicatedPlacement& placement, int32_t num_experts,
+                                      int32_t num_ranks);
+
+// A plain placement as a replicated one: one replica of share 1 per expert.
+ReplicatedPlacement ReplicatedFromPlacement(const Placement& placement);
+
+// The experts `rank` holds, ascending (rank_experts[rank] without the shares): the order of
+// that rank's expert weights. rank in [0, num_ranks).
+std::vector<int32_t> HeldExperts(const ReplicatedPlacement& placement, int rank);
 
 // [num_ranks] predicted load of each rank: sum over its replicas of share * expert_loads[e].
 // expert_loads [num_experts]; its size must match (MOE_CHECK).

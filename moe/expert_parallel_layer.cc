@@ -41,22 +41,59 @@ double EpStats::LoadImbalance() const {
 
 absl::StatusOr<ExpertParallelLayer> ExpertParallelLayer::Create(config::LayerConfig config,
                                                                 MoeLayerWeights weights,
-                                                                comm::Placement placement,
+                                                                const comm::Placement& placement,
+                                                                comm::Communicator* comm,
+                                                                EpOptions options) {
+  if (comm == nullptr) return absl::InvalidArgumentError("ExpertParallelLayer: no communicator");
+  MOE_RETURN_IF_ERROR(comm::ValidatePlacement(placement, config.num_experts(), comm->size()));
+  return Create(std::move(config), std::move(weights), comm::ReplicatedFromPlacement(placement),
+                comm, options);
+}
+
+absl::StatusOr<ExpertParallelLayer> ExpertParallelLayer::Create(config::LayerConfig config,
+                                                                MoeLayerWeights weights,
+                                                                comm::ReplicatedPlacement placement,
                                                                 comm::Communicator* comm,
                                                                 EpOptions options) {
   MOE_RETURN_IF_ERROR(config::ValidateLayerConfig(config, "layer config"));
   if (comm == nullptr) return absl::InvalidArgumentError("ExpertParallelLayer: no communicator");
-  MOE_RETURN_IF_ERROR(comm::ValidatePlacement(placement, config.num_experts(), comm->size()));
+  MOE_RETURN_IF_ERROR(
+      comm::ValidateReplicaStructure(placement, config.num_experts(), comm->size()));
   const int rank = comm->rank();
-  const int64_t num_local = placement.num_local_experts(rank);
+  const int64_t num_local =
+      static_cast<int64_t>(placement.rank_experts[static_cast<size_t>(rank)].size());
   if (weights.experts.num_experts() == config.num_experts() && num_local != config.num_experts()) {
-    MOE_ASSIGN_OR_RETURN(weights, KeepLocalExperts(config, std::move(weights), placement, rank));
+    MOE_ASSIGN_OR_RETURN(weights, KeepHeldExperts(config, std::move(weights), placement, rank));
   }
   MOE_RETURN_IF_ERROR(CheckLocalLayerWeights(config, weights, num_local));
   MOE_ASSIGN_OR_RETURN(comm::Dispatcher dispatcher,
                        comm::Dispatcher::Create(comm, std::move(placement), config.d_model(),
                                                 config.top_k(), options.dispatcher));
-  return ExpertParallelLayer(std::move(config), std::move(weights), comm, std::move(dispatcher));
+  return ExpertParallelLayer(std::move(config), std::move(weights), comm, std::move(dispatcher),
+                             options);
+}
+
+absl::Status ExpertParallelLayer::Rebalance(comm::ReplicatedPlacement next, RebalanceStats* stats) {
+  const Clock::time_point start = Clock::now();
+  MOE_RETURN_IF_ERROR(comm::ValidateReplicaStructure(next, config_.num_experts(), comm_->size()));
+  const int me = comm_->rank();
+  const std::vector<float> blocks = PackExpertBlocks(weights_.experts);
+  RebalanceStats st;
+  st.block_bytes = ExpertBlockFloats(weights_.experts) * static_cast<int64_t>(sizeof(float));
+  const int64_t num_held = static_cast<int64_t>(next.rank_experts[static_cast<size_t>(me)].size());
+  const int64_t block_floats = ExpertBlockFloats(weights_.experts);
+  std::vector<float> moved(static_cast<size_t>(num_held * block_floats));
+  MOE_RETURN_IF_ERROR(comm::MoveExpertBlocks(comm_, dispatcher_.placement(), next, st.block_bytes,
+                                             reinterpret_cast<const char*>(blocks.data()),
+                                             reinterpret_cast<char*>(moved.data()), &st.move));
+  MOE_ASSIGN_OR_RETURN(comm::Dispatcher dispatcher,
+                       comm::Dispatcher::Create(comm_, std::move(next), config_.d_model(),
+                                                config_.top_k(), options_.dispatcher));
+  weights_.experts = UnpackExpertBlocks(moved.data(), num_held, weights_.experts);
+  dispatcher_ = std::move(dispatcher);
+  st.seconds = SecondsSince(start);
+  if (stats != nullptr) *stats = st;
+  return absl::OkStatus();
 }
 
 absl::Status ExpertParallelLayer::ApplyGlobalCapacity(const absl::Status& local,

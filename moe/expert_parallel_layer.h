@@ -7,7 +7,9 @@
 #include "comm/alltoall_perf.h"
 #include "comm/communicator.h"
 #include "comm/dispatcher.h"
+#include "comm/expert_mover.h"
 #include "comm/placement.h"
+#include "comm/replica_placement.h"
 #include "configs/moe_config.pb.h"
 #include "gating/routing_plan.h"
 #include "moe/layer_weights.h"
@@ -37,6 +39,13 @@ struct EpStats {
   double LoadImbalance() const;
 };
 
+// What one Rebalance cost.
+struct RebalanceStats {
+  comm::ExpertMoveStats move;  // blocks moved, bytes (all ranks and this rank's), time
+  int64_t block_bytes = 0;     // bytes of one expert's weights
+  double seconds = 0;          // this rank's wall time: pack, move, unpack, new dispatcher
+};
+
 // Each rank holds the router and the shared experts whole and the routed experts its
 // placement names. Forward routes its own tokens, sends each token row once per destination
 // rank (comm::Dispatcher), runs its local experts on what arrives, sends results back and
@@ -56,7 +65,16 @@ class ExpertParallelLayer {
   // a bad config, a placement not for comm->size() ranks, or a weight whose shape disagrees.
   static absl::StatusOr<ExpertParallelLayer> Create(config::LayerConfig config,
                                                     MoeLayerWeights weights,
-                                                    comm::Placement placement,
+                                                    const comm::Placement& placement,
+                                                    comm::Communicator* comm,
+                                                    EpOptions options = {});
+  // Replicated experts: `placement` must pass comm::ValidateReplicaStructure; `weights` holds
+  // every routed expert or exactly this rank's (comm::HeldExperts order: RandomHeldLayerWeights,
+  // KeepHeldExperts). An expert's rows are split among its replicas (comm::Dispatcher), and
+  // the output is bitwise the same as without replicas.
+  static absl::StatusOr<ExpertParallelLayer> Create(config::LayerConfig config,
+                                                    MoeLayerWeights weights,
+                                                    comm::ReplicatedPlacement placement,
                                                     comm::Communicator* comm,
                                                     EpOptions options = {});
 
@@ -69,7 +87,13 @@ class ExpertParallelLayer {
   absl::StatusOr<LayerOutput> Forward(const Tensor& hidden_states, EpStats* stats = nullptr);
 
   const config::LayerConfig& config() const { return config_; }
-  const comm::Placement& placement() const { return dispatcher_.placement(); }
+  // Collective, between forwards: adopts `next` (same experts and ranks; identical on every
+  // rank), moving expert weights over the communicator (comm::MoveExpertBlocks: one
+  // AllToAllV; only the blocks a new holder lacks travel). Outputs after it are bitwise
+  // unchanged. On an error the layer keeps its old placement and weights.
+  absl::Status Rebalance(comm::ReplicatedPlacement next, RebalanceStats* stats = nullptr);
+
+  const comm::ReplicatedPlacement& placement() const { return dispatcher_.placement(); }
   // Router and shared experts whole; experts = this rank's routed experts.
   const MoeLayerWeights& weights() const { return weights_; }
 
@@ -80,16 +104,18 @@ class ExpertParallelLayer {
                                    EpStats* stats);
 
   ExpertParallelLayer(config::LayerConfig config, MoeLayerWeights weights, comm::Communicator* comm,
-                      comm::Dispatcher dispatcher)
+                      comm::Dispatcher dispatcher, EpOptions options)
       : config_(std::move(config)),
         weights_(std::move(weights)),
         comm_(comm),
-        dispatcher_(std::move(dispatcher)) {}
+        dispatcher_(std::move(dispatcher)),
+        options_(options) {}
 
   config::LayerConfig config_;
   MoeLayerWeights weights_;
   comm::Communicator* comm_;
   comm::Dispatcher dispatcher_;
+  EpOptions options_;
 };
 
 }  // namespace moe

@@ -9,11 +9,14 @@
 #include <vector>
 
 #include "comm/placement.h"
+#include "comm/replica_placement.h"
+#include "comm/replica_planner.h"
 #include "configs/layer_config.h"
 #include "gtest/gtest.h"
 #include "moe/ep_weights.h"
 #include "moe/expert_parallel_layer.h"
 #include "moe/moe_layer.h"
+#include "moe/rebalance_policy.h"
 #include "tests/comm/mpi_gtest.h"
 #include "tests/support/test_inputs.h"
 
@@ -49,6 +52,15 @@ MoeLayerWeights CloneWeights(const MoeLayerWeights& w) {
 
 bool SameBits(const float* a, const float* b, int64_t n) {
   return std::memcmp(a, b, static_cast<size_t>(n) * sizeof(float)) == 0;
+}
+
+bool SameTensor(const Tensor& a, const Tensor& b) {
+  if (a.empty() || b.empty()) return a.empty() == b.empty();
+  return a.shape() == b.shape() && SameBits(a.data<float>(), b.data<float>(), a.num_elements());
+}
+
+bool SameExperts(const experts::ExpertWeights& a, const experts::ExpertWeights& b) {
+  return SameTensor(a.gate, b.gate) && SameTensor(a.up, b.up) && SameTensor(a.down, b.down);
 }
 
 // Runs the case; returns the stats, or the forward's error.
@@ -230,6 +242,179 @@ TEST(ExpertParallelLayerTest, BadTokenOnOneRankStopsEveryRank) {
     }
     EXPECT_TRUE(comm->Barrier().ok());  // every rank stopped at the same collective
   }
+}
+
+// Replicated experts and rebalancing. `hot` gets every token (router row set high) and is
+// replicated on every rank with equal shares; the other experts sit in contiguous blocks.
+comm::ReplicatedPlacement HotReplicated(int32_t num_experts, int n, int32_t hot) {
+  comm::ReplicatedPlacement p = comm::ContiguousReplicatedPlacement(num_experts, n);
+  std::vector<comm::ExpertReplica>& list = p.replicas[static_cast<size_t>(hot)];
+  list.clear();
+  double sum = 0;
+  for (int r = 0; r < n; ++r) {
+    const double share = r + 1 < n ? 1.0 / n : 1.0 - sum;
+    sum += share;
+    list.push_back({r, share});
+  }
+  EXPECT_TRUE(comm::FillRankExperts(&p).ok());
+  return p;
+}
+
+uint64_t PlacementHash(const comm::ReplicatedPlacement& p) {
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&](uint64_t x) { h = (h ^ x) * 1099511628211ull; };
+  for (const auto& list : p.replicas) {
+    mix(list.size());
+    for (const comm::ExpertReplica& r : list) {
+      uint64_t bits = 0;
+      std::memcpy(&bits, &r.share, sizeof(bits));
+      mix(static_cast<uint64_t>(r.rank));
+      mix(bits);
+    }
+  }
+  return h;
+}
+
+// Forward under `first`, rebalance to the planner's placement for the loads seen (every rank
+// plans locally; the plans must agree), forward again: both outputs bitwise equal to MoeLayer.
+void ExpectReplicatedAndRebalancedBitwise(config::LayerConfig c, int32_t hot, bool full_weights) {
+  SCOPED_TRACE(c.name());
+  std::unique_ptr<comm::MpiCommunicator> comm = NewWorldComm();
+  const int n = comm->size();
+  const int me = comm->rank();
+  const std::vector<int64_t> counts = {7, 0, 13, 1};
+  int64_t total = 0;
+  int64_t first = 0;
+  for (int r = 0; r < n; ++r) {
+    if (r == me) first = total;
+    total += counts[r % counts.size()];
+  }
+  const int64_t mine = counts[me % counts.size()];
+  const int64_t d = c.d_model();
+  Tensor global = RandomHidden(total, d, 31);
+  for (int64_t i = 0; i < global.num_elements(); ++i) {
+    global.data<float>()[i] = std::fabs(global.data<float>()[i]) + 0.1f;
+  }
+  Tensor hidden = Tensor::Zeros(DType::kF32, {mine, d});
+  std::memcpy(hidden.raw(), global.data<float>() + first * d, hidden.num_bytes());
+  MoeLayerWeights full = RandomLayerWeights(c, 9);
+  for (int64_t i = 0; i < d; ++i) full.router.data<float>()[hot * d + i] = 4;
+  absl::StatusOr<MoeLayer> single = MoeLayer::Create(c, CloneWeights(full));
+  ASSERT_TRUE(single.ok()) << single.status();
+  absl::StatusOr<LayerOutput> want = single->Forward(global);
+  ASSERT_TRUE(want.ok()) << want.status();
+
+  const comm::ReplicatedPlacement placement = HotReplicated(c.num_experts(), n, hot);
+  MoeLayerWeights weights = CloneWeights(full);
+  if (!full_weights) {
+    absl::StatusOr<MoeLayerWeights> held = KeepHeldExperts(c, std::move(weights), placement, me);
+    ASSERT_TRUE(held.ok()) << held.status();
+    weights = *std::move(held);
+  }
+  absl::StatusOr<ExpertParallelLayer> ep =
+      ExpertParallelLayer::Create(c, std::move(weights), placement, comm.get());
+  ASSERT_TRUE(ep.ok()) << ep.status();
+  EpStats stats;
+  absl::StatusOr<LayerOutput> got = ep->Forward(hidden, &stats);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_TRUE(SameBits(got->output.data<float>(), want->output.data<float>() + first * d, mine * d))
+      << "replicated output of rank " << me;
+  EXPECT_EQ(stats.global_dropped_slots, want->dropped_slots);
+  // Every replica computes exactly the rows the split function gives it.
+  std::vector<int64_t> rank_rows(static_cast<size_t>(n), 0);
+  for (int32_t e = 0; e < c.num_experts(); ++e) {
+    const auto& list = placement.replicas[static_cast<size_t>(e)];
+    const std::vector<int64_t> b =
+        comm::ReplicaRowRanges(stats.dispatch.expert_load[e], comm::CumulativeShareUnits(list));
+    ASSERT_EQ(stats.dispatch.replica_rows[e].size(), list.size());
+    for (size_t i = 0; i < list.size(); ++i) {
+      EXPECT_EQ(stats.dispatch.replica_rows[e][i], b[i + 1] - b[i]) << "expert " << e;
+      rank_rows[static_cast<size_t>(list[i].rank)] += b[i + 1] - b[i];
+    }
+  }
+  EXPECT_EQ(stats.dispatch.rank_load, rank_rows);
+  if (c.capacity().factor() == 0) {
+    EXPECT_GT(stats.dispatch.expert_load[hot], total - 1);
+  }
+
+  // Every rank plans from the same all-gathered loads: the plans agree.
+  std::vector<double> loads(stats.dispatch.expert_load.begin(), stats.dispatch.expert_load.end());
+  absl::StatusOr<comm::PlanResult> plan =
+      comm::PlanReplicatedPlacement(loads, {.num_ranks = n, .num_redundant = n});
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  uint64_t hash = PlacementHash(plan->placement);
+  std::vector<uint64_t> hashes(static_cast<size_t>(n));
+  ASSERT_TRUE(comm->AllGather(&hash, sizeof(hash), hashes.data()).ok());
+  for (uint64_t h : hashes) EXPECT_EQ(h, hash);
+
+  // Rebalance to the plan, then to the unreplicated contiguous placement.
+  for (const comm::ReplicatedPlacement& next :
+       {plan->placement, comm::ContiguousReplicatedPlacement(c.num_experts(), n)}) {
+    const comm::ReplicatedPlacement before = ep->placement();
+    RebalanceStats moved;
+    ASSERT_TRUE(ep->Rebalance(next, &moved).ok());
+    int64_t changed = 0;
+    for (int32_t e = 0; e < c.num_experts(); ++e) {
+      for (const comm::ExpertReplica& r : next.replicas[e]) {
+        bool had = false;
+        for (const comm::ExpertReplica& o : before.replicas[e]) had |= o.rank == r.rank;
+        changed += had ? 0 : 1;
+      }
+    }
+    const int64_t block = ExpertBlockFloats(full.experts) * 4;
+    EXPECT_EQ(moved.block_bytes, block);
+    EXPECT_EQ(moved.move.transfers, changed);
+    EXPECT_EQ(moved.move.total_bytes, changed * block);
+    int64_t sums[2] = {moved.move.bytes_sent, moved.move.bytes_received};
+    ASSERT_TRUE(comm->AllReduceSum(sums, 2).ok());
+    EXPECT_EQ(sums[0], changed * block);
+    EXPECT_EQ(sums[1], changed * block);
+    EXPECT_TRUE(
+        SameExperts(ep->weights().experts,
+                    RandomLayerWeightsOfExperts(c, 9, comm::HeldExperts(next, me)).experts));
+    absl::StatusOr<LayerOutput> after = ep->Forward(hidden);
+    ASSERT_TRUE(after.ok()) << after.status();
+    EXPECT_TRUE(
+        SameBits(after->output.data<float>(), want->output.data<float>() + first * d, mine * d))
+        << "output of rank " << me << " after rebalancing";
+  }
+}
+
+TEST(ExpertParallelLayerTest, ReplicatedHotExpertAndRebalancingKeepTheOutputBitwise) {
+  int index = 0;
+  for (const char* family : {"mixtral", "deepseek_v3", "qwen2_moe", "olmoe"}) {
+    ExpectReplicatedAndRebalancedBitwise(FamilyConfig(family, 8, 2), 3, index++ % 2 == 0);
+  }
+  config::LayerConfig sw = FamilyConfig("switch", 6, 1);
+  sw.mutable_capacity()->set_factor(2.0f);
+  ExpectReplicatedAndRebalancedBitwise(sw, 2, false);
+}
+
+TEST(ExpertParallelLayerTest, RebalancePolicyLoopMovesOnceOnSkewedLoads) {
+  std::unique_ptr<comm::MpiCommunicator> comm = NewWorldComm();
+  const int n = comm->size();
+  const config::LayerConfig c = FamilyConfig("mixtral", 8, 2);
+  const comm::ReplicatedPlacement start = comm::ContiguousReplicatedPlacement(8, n);
+  absl::StatusOr<ExpertParallelLayer> ep = ExpertParallelLayer::Create(
+      c, RandomHeldLayerWeights(c, 3, start, comm->rank()), start, comm.get());
+  ASSERT_TRUE(ep.ok()) << ep.status();
+  absl::StatusOr<RebalancePolicy> policy = RebalancePolicy::Create(
+      8, start, {.window_steps = 3, .planner = {.num_ranks = n, .num_redundant = n}});
+  ASSERT_TRUE(policy.ok()) << policy.status();
+  const std::vector<int64_t> skewed = {90, 10, 10, 10, 10, 10, 10, 10};
+  int moves = 0;
+  for (int step = 0; step < 5; ++step) {
+    RebalanceStats moved;
+    absl::StatusOr<bool> did = ObserveAndRebalance(&*policy, &*ep, skewed, &moved);
+    ASSERT_TRUE(did.ok()) << did.status();
+    if (*did) {
+      ++moves;
+      EXPECT_EQ(step, 2);
+      EXPECT_GT(moved.move.total_bytes, 0);
+    }
+  }
+  EXPECT_EQ(moves, 1);
+  EXPECT_GT(ep->placement().replicas[0].size(), 1u);
 }
 
 }  // namespace
