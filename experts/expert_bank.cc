@@ -2,9 +2,11 @@
 
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "configs/layer_config.h"
 #include "kernels/cpu/activation.h"
 #include "kernels/cpu/matmul.h"
+#include "moe/base/trace.h"
 
 namespace moe::experts {
 namespace {
@@ -48,6 +50,10 @@ absl::Status RunExperts(const ExpertWeights& w, config::Activation activation,
     }
   }
   const int64_t num_items = static_cast<int64_t>(items.size());
+  trace::TraceScope bank_scope("grouped_gemm", "experts");
+  bank_scope.Arg("experts", num_experts);
+  bank_scope.Arg("rows", batch.offsets[num_experts]);
+  bank_scope.Arg("work_items", num_items);
 #pragma omp parallel
   {
     std::vector<float> h(static_cast<size_t>(kRowBlock * d_ff));
@@ -58,38 +64,50 @@ absl::Status RunExperts(const ExpertWeights& w, config::Activation activation,
       const int64_t m = item.row_end - item.row_begin;
       const float* x = batch.rows + item.row_begin * d_model;
       const int64_t expert_in = item.expert * d_ff * d_model;
-      if (gated) {
-        kernels::MatmulNT({.a = x,
-                           .lda = d_model,
-                           .b = w.gate.data<float>() + expert_in,
-                           .ldb = d_model,
-                           .c = h.data(),
-                           .ldc = d_ff,
-                           .m = m,
-                           .n = d_ff,
-                           .k = d_model});
-        kernels::MatmulNT({.a = x,
-                           .lda = d_model,
-                           .b = w.up.data<float>() + expert_in,
-                           .ldb = d_model,
-                           .c = u.data(),
-                           .ldc = d_ff,
-                           .m = m,
-                           .n = d_ff,
-                           .k = d_model});
-        kernels::ApplyGatedActivation(kind, h.data(), u.data(), m * d_ff);
-      } else {
-        kernels::MatmulNT({.a = x,
-                           .lda = d_model,
-                           .b = w.up.data<float>() + expert_in,
-                           .ldb = d_model,
-                           .c = h.data(),
-                           .ldc = d_ff,
-                           .m = m,
-                           .n = d_ff,
-                           .k = d_model});
-        kernels::ApplyActivation(kind, h.data(), m * d_ff);
+      {
+        trace::TraceScope scope([&] { return absl::StrCat("expert ", item.expert, " gate_up"); },
+                                "expert");
+        scope.Arg("rows", m);
+        scope.Arg("first_row", item.row_begin);
+        scope.Arg("flop", 2 * m * d_model * d_ff * (gated ? 2 : 1));
+        if (gated) {
+          kernels::MatmulNT({.a = x,
+                             .lda = d_model,
+                             .b = w.gate.data<float>() + expert_in,
+                             .ldb = d_model,
+                             .c = h.data(),
+                             .ldc = d_ff,
+                             .m = m,
+                             .n = d_ff,
+                             .k = d_model});
+          kernels::MatmulNT({.a = x,
+                             .lda = d_model,
+                             .b = w.up.data<float>() + expert_in,
+                             .ldb = d_model,
+                             .c = u.data(),
+                             .ldc = d_ff,
+                             .m = m,
+                             .n = d_ff,
+                             .k = d_model});
+          kernels::ApplyGatedActivation(kind, h.data(), u.data(), m * d_ff);
+        } else {
+          kernels::MatmulNT({.a = x,
+                             .lda = d_model,
+                             .b = w.up.data<float>() + expert_in,
+                             .ldb = d_model,
+                             .c = h.data(),
+                             .ldc = d_ff,
+                             .m = m,
+                             .n = d_ff,
+                             .k = d_model});
+          kernels::ApplyActivation(kind, h.data(), m * d_ff);
+        }
       }
+      trace::TraceScope scope([&] { return absl::StrCat("expert ", item.expert, " down"); },
+                              "expert");
+      scope.Arg("rows", m);
+      scope.Arg("first_row", item.row_begin);
+      scope.Arg("flop", 2 * m * d_model * d_ff);
       kernels::MatmulNT({.a = h.data(),
                          .lda = d_ff,
                          .b = w.down.data<float>() + item.expert * d_model * d_ff,

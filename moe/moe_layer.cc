@@ -11,6 +11,7 @@
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/permute.h"
 #include "moe/base/status_macros.h"
+#include "moe/base/trace.h"
 
 namespace moe {
 namespace {
@@ -146,29 +147,47 @@ absl::StatusOr<LayerOutput> MoeLayer::Forward(const Tensor& hidden_states,
   LayerOutput result;
   result.output = Tensor::Zeros(DType::kF32, {num_tokens, c.d_model()});
 
+  trace::TraceScope forward_scope("moe_layer", "stage");
+  forward_scope.Arg("tokens", num_tokens);
+
   Clock::time_point start = Clock::now();
-  MOE_RETURN_IF_ERROR(stages::RouteTokens(c, weights_, hidden, &result));
+  {
+    trace::TraceScope scope("route", "stage");
+    MOE_RETURN_IF_ERROR(stages::RouteTokens(c, weights_, hidden, &result));
+  }
   t.route = SecondsSince(start);
 
   start = Clock::now();
-  MOE_ASSIGN_OR_RETURN(
-      gating::RoutingPlan plan,
-      gating::BuildRoutingPlan(result.topk_ids.data<int32_t>(), num_tokens, c.top_k(),
-                               c.num_experts(), config::ExpertCapacity(c, num_tokens)));
+  gating::RoutingPlan plan;
+  {
+    trace::TraceScope scope("plan", "stage");
+    MOE_ASSIGN_OR_RETURN(
+        plan, gating::BuildRoutingPlan(result.topk_ids.data<int32_t>(), num_tokens, c.top_k(),
+                                       c.num_experts(), config::ExpertCapacity(c, num_tokens)));
+  }
   result.expert_load = plan.demand;
   result.dropped_slots = plan.dropped_slots;
   t.plan = SecondsSince(start);
 
   start = Clock::now();
-  MOE_ASSIGN_OR_RETURN(Tensor expert_out,
-                       stages::PermuteAndRunExperts(c, weights_.experts, hidden, plan));
-  MOE_ASSIGN_OR_RETURN(stages::SharedExpertsOutput shared,
-                       stages::RunSharedExperts(c, weights_, hidden));
+  Tensor expert_out;
+  stages::SharedExpertsOutput shared;
+  {
+    trace::TraceScope scope("experts", "stage");
+    scope.Arg("rows", plan.num_rows());
+    MOE_ASSIGN_OR_RETURN(expert_out,
+                         stages::PermuteAndRunExperts(c, weights_.experts, hidden, plan));
+    trace::TraceScope shared_scope("shared_experts", "stage");
+    MOE_ASSIGN_OR_RETURN(shared, stages::RunSharedExperts(c, weights_, hidden));
+  }
   t.experts = SecondsSince(start);
 
   start = Clock::now();
-  stages::CombineSlots(expert_out.data<float>(), plan.row_of_slot.data(), result.topk_weights,
-                       shared, &result.output);
+  {
+    trace::TraceScope scope("combine", "stage");
+    stages::CombineSlots(expert_out.data<float>(), plan.row_of_slot.data(), result.topk_weights,
+                         shared, &result.output);
+  }
   t.combine = SecondsSince(start);
   return result;
 }

@@ -1,19 +1,26 @@
-// `moe bench`: time one layer on random weights and inputs, with a correctness count per row.
+// `moe bench`: time one layer (or a sweep of layers derived from it) on random weights and
+// inputs, with a correctness count per row; optional JSON, CSV and trace files.
 #include <omp.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
-#include <random>
+#include <optional>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "configs/layer_config.h"
 #include "moe/base/status_macros.h"
+#include "moe/base/trace.h"
 #include "moe/moe_layer.h"
-#include "tools/bench_check.h"
+#include "tools/bench_output.h"
+#include "tools/bench_progress.h"
 #include "tools/bench_report.h"
+#include "tools/bench_runner.h"
+#include "tools/bench_sweep.h"
 #include "tools/cli.h"
 #include "tools/native_weights.h"
 
@@ -26,21 +33,22 @@ double Seconds(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-double Median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const size_t n = values.size();
-  return n % 2 == 1 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
-}
-
 struct BenchOptions {
   std::string config_source;
   std::vector<int64_t> tokens;
   int threads = 0;
-  int repeats = 0;
-  int warmup = 0;
+  RowOptions row;
   std::string input_dist;
-  int64_t check_tokens = 0;
+  std::vector<SweepDim> sweep;  // empty without --sweep
+  Hold hold = Hold::kNone;
+  std::string json, csv, trace;
 };
+
+absl::Status CheckRange(const char* flag, int64_t value, int64_t low, int64_t high) {
+  if (value >= low && value <= high) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("flag --", flag, ": expected ", low, " to ", high, ", got ", value));
+}
 
 // Every flag value checked before any work; errors are usage errors.
 absl::StatusOr<BenchOptions> ParseBenchOptions(const std::vector<std::string>& positional) {
@@ -51,100 +59,84 @@ absl::StatusOr<BenchOptions> ParseBenchOptions(const std::vector<std::string>& p
   BenchOptions o;
   o.config_source = absl::GetFlag(FLAGS_config);
   if (o.config_source.empty()) o.config_source = MOE_DEFAULT_BENCH_CONFIG;
+  if (FlagGiven("sweep")) {
+    MOE_ASSIGN_OR_RETURN(o.sweep, ParseSweep(absl::GetFlag(FLAGS_sweep)));
+  }
+  MOE_ASSIGN_OR_RETURN(o.hold, ParseHold(absl::GetFlag(FLAGS_hold)));
+  if (o.hold != Hold::kNone && o.sweep.empty()) {
+    return absl::InvalidArgumentError("flag --hold: needs --sweep (it sets d_ff per sweep point)");
+  }
+  const auto tokens_dim = std::find_if(o.sweep.begin(), o.sweep.end(),
+                                       [](const SweepDim& d) { return d.name == "tokens"; });
   std::string tokens = absl::GetFlag(FLAGS_tokens);
-  MOE_ASSIGN_OR_RETURN(
-      o.tokens, ParseTokenCounts(tokens.empty() ? MOE_DEFAULT_BENCH_TOKENS : tokens, "tokens"));
-  o.repeats = absl::GetFlag(FLAGS_repeats);
-  if (o.repeats < 1 || o.repeats > 100000) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("flag --repeats: expected 1 to 100000, got ", o.repeats));
+  if (tokens_dim != o.sweep.end()) {
+    if (FlagGiven("tokens")) {
+      return absl::InvalidArgumentError(
+          "flag --tokens: give the token counts with --tokens or --sweep tokens=..., not both");
+    }
+    o.tokens = tokens_dim->values;
+  } else {
+    MOE_ASSIGN_OR_RETURN(
+        o.tokens, ParseTokenCounts(tokens.empty() ? MOE_DEFAULT_BENCH_TOKENS : tokens, "tokens"));
   }
-  o.warmup = absl::GetFlag(FLAGS_warmup);
-  if (o.warmup < 0 || o.warmup > 100000) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("flag --warmup: expected 0 to 100000, got ", o.warmup));
-  }
+  RowOptions& r = o.row;
+  r.repeats = absl::GetFlag(FLAGS_repeats);
+  MOE_RETURN_IF_ERROR(CheckRange("repeats", r.repeats, 1, 100000));
+  r.warmup = absl::GetFlag(FLAGS_warmup);
+  MOE_RETURN_IF_ERROR(CheckRange("warmup", r.warmup, 0, 100000));
+  r.steps = absl::GetFlag(FLAGS_steps);
+  MOE_RETURN_IF_ERROR(CheckRange("steps", r.steps, 1, 100000));
+  r.ep_ranks = absl::GetFlag(FLAGS_ep);
+  MOE_RETURN_IF_ERROR(CheckRange("ep", r.ep_ranks, 1, 4096));
   o.input_dist = absl::GetFlag(FLAGS_input_dist);
   if (o.input_dist != "normal" && o.input_dist != "uniform") {
     return absl::InvalidArgumentError(
         absl::StrCat("flag --input_dist: expected normal or uniform, got '", o.input_dist, "'"));
   }
-  o.check_tokens = absl::GetFlag(FLAGS_check_tokens);
-  if (o.check_tokens < 0) {
+  r.normal_inputs = o.input_dist == "normal";
+  r.input_skew = absl::GetFlag(FLAGS_input_skew);
+  if (!(r.input_skew >= 0 && r.input_skew <= 1000)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("flag --check_tokens: expected >= 0, got ", o.check_tokens));
+        absl::StrCat("flag --input_skew: expected 0 to 1000, got ", r.input_skew));
   }
+  r.check_tokens = absl::GetFlag(FLAGS_check_tokens);
+  if (r.check_tokens < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("flag --check_tokens: expected >= 0, got ", r.check_tokens));
+  }
+  r.seed = absl::GetFlag(FLAGS_seed);
+  o.json = absl::GetFlag(FLAGS_json);
+  o.csv = absl::GetFlag(FLAGS_csv);
+  o.trace = absl::GetFlag(FLAGS_trace);
   MOE_ASSIGN_OR_RETURN(o.threads, ApplyThreadsFlag());
   return o;
 }
 
-// F32 [num_tokens, d_model] from (seed, num_tokens): each row count gets its own inputs.
-Tensor RandomHidden(int64_t num_tokens, int64_t d_model, uint64_t seed, bool normal) {
-  Tensor hidden = Tensor::Zeros(DType::kF32, {num_tokens, d_model});
-  std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(num_tokens));
-  float* p = hidden.data<float>();
-  if (normal) {
-    std::normal_distribution<float> dist(0.0f, 1.0f);
-    for (int64_t i = 0; i < hidden.num_elements(); ++i) p[i] = dist(rng);
-  } else {
-    std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-    for (int64_t i = 0; i < hidden.num_elements(); ++i) p[i] = dist(rng);
-  }
-  return hidden;
+// The memory one point needs: F32 weights, activations of the largest token count, slack.
+double PointBytes(const config::LayerConfig& c, int64_t max_tokens) {
+  const double activation_bytes =
+      4.0 * static_cast<double>(max_tokens) *
+      static_cast<double>(4 * c.d_model() + 3 * c.top_k() * c.d_model() +
+                          c.top_k() * std::max(c.d_ff(), config::SharedExpertsDff(c)));
+  return 4.0 * static_cast<double>(NativeWeightCount(c)) + activation_bytes + (1 << 28);
 }
 
-// Times one token count and checks its output.
-absl::StatusOr<BenchRow> BenchTokens(const MoeLayer& layer, const BenchOptions& o, uint64_t seed,
-                                     int64_t num_tokens) {
-  const config::LayerConfig& c = layer.config();
-  const Tensor hidden = RandomHidden(num_tokens, c.d_model(), seed, o.input_dist == "normal");
-  for (int i = 0; i < o.warmup; ++i) {
-    MOE_RETURN_IF_ERROR(layer.Forward(hidden).status());
-  }
-  std::vector<double> total, route, plan, experts, combine;
-  LayerOutput out;
-  for (int i = 0; i < o.repeats; ++i) {
-    StageTimes times;
-    const Clock::time_point start = Clock::now();
-    MOE_ASSIGN_OR_RETURN(out, layer.Forward(hidden, &times));
-    total.push_back(Seconds(start));
-    route.push_back(times.route);
-    plan.push_back(times.plan);
-    experts.push_back(times.experts);
-    combine.push_back(times.combine);
-  }
-  MOE_ASSIGN_OR_RETURN(CheckResult check,
-                       CheckLayerOutput(c, layer.weights(), hidden, out, o.check_tokens));
+absl::StatusOr<MoeLayer> MakeLayer(const SweepPoint& point, uint64_t seed) {
+  trace::TraceScope scope([&] { return absl::StrCat("init weights ", point.label); }, "bench");
+  return MoeLayer::Create(point.config, RandomLayerWeights(point.config, seed));
+}
 
-  BenchRow row;
-  row.tokens = num_tokens;
-  row.seconds = Median(total);
-  row.route_seconds = Median(route);
-  row.plan_seconds = Median(plan);
-  row.experts_seconds = Median(experts);
-  row.combine_seconds = Median(combine);
-  row.tokens_per_second = static_cast<double>(num_tokens) / row.seconds;
-  int64_t max_load = 0, sum_load = 0;
-  for (int64_t load : out.expert_load) {
-    max_load = std::max(max_load, load);
-    sum_load += load;
-    row.active_experts += load > 0 ? 1 : 0;
+// Writes the files asked for; the first error.
+absl::Status WriteOutputs(const BenchOptions& o, const BenchContext& context,
+                          const std::vector<BenchRow>& rows) {
+  if (!o.json.empty()) MOE_RETURN_IF_ERROR(WriteBenchJson(o.json, context, rows));
+  if (!o.csv.empty()) MOE_RETURN_IF_ERROR(WriteBenchCsv(o.csv, context, rows));
+  if (!o.trace.empty()) {
+    trace::Disable();
+    absl::Status written = trace::WriteJson(o.trace);
+    if (!written.ok()) return absl::Status(written.code(), absl::StrCat("--", written.message()));
   }
-  const double mean_load = static_cast<double>(sum_load) / c.num_experts();
-  row.load_max_over_mean = mean_load > 0 ? static_cast<double>(max_load) / mean_load : 0.0;
-  row.dropped_slots = out.dropped_slots;
-  const int64_t kept_slots = num_tokens * c.top_k() - out.dropped_slots;
-  row.gflops = UsefulFlop(c, num_tokens, kept_slots) / row.seconds / 1e9;
-  row.gbps = ActiveWeightBytes(c, row.active_experts) / row.seconds / 1e9;
-  row.checked_tokens = check.checked_tokens;
-  row.wrong = check.wrong();
-  row.max_abs_error = check.max_abs_error;
-  if (row.wrong > 0) {
-    std::fprintf(stderr, "moe bench: %lld tokens: %lld wrong; first: %s\n",
-                 static_cast<long long>(num_tokens), static_cast<long long>(row.wrong),
-                 check.first_problem.c_str());
-  }
-  return row;
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -153,64 +145,121 @@ int BenchCommand(const std::vector<std::string>& positional) {
   absl::StatusOr<BenchOptions> options = ParseBenchOptions(positional);
   if (!options.ok()) return Fail(options.status(), kExitUsageError);
   const BenchOptions& o = *options;
+  const bool sweep = !o.sweep.empty();
 
   absl::StatusOr<config::LayerConfig> config = config::LoadLayerConfig(o.config_source);
   if (!config.ok()) return Fail(config.status(), kExitRuntimeError);
-  const std::string json = absl::GetFlag(FLAGS_json);
-  if (!json.empty() && !std::ofstream(json, std::ios::app)) {  // fail before the long part
-    return Fail(absl::StrCat("--json ", json, ": cannot open for writing"), kExitRuntimeError);
+  absl::StatusOr<std::vector<SweepPoint>> points = ExpandSweep(*config, o.sweep, o.hold);
+  if (!points.ok()) return Fail(points.status(), kExitUsageError);
+  for (const auto& [flag, path] :
+       {std::pair<const char*, std::string>{"json", o.json}, {"csv", o.csv}, {"trace", o.trace}}) {
+    if (!path.empty() && !std::ofstream(path, std::ios::app)) {  // fail before the long part
+      return Fail(absl::StrCat("--", flag, " ", path, ": cannot open for writing"),
+                  kExitRuntimeError);
+    }
   }
 
   BenchContext context;
   context.config = *config;
   context.config_source = o.config_source;
   context.threads = o.threads;
-  context.seed = absl::GetFlag(FLAGS_seed);
-  context.repeats = o.repeats;
-  context.warmup = o.warmup;
+  context.seed = o.row.seed;
+  context.repeats = o.row.repeats;
+  context.warmup = o.row.warmup;
   context.input_dist = o.input_dist;
   context.cpu = CpuModel();
   context.cores = omp_get_num_procs();
   context.commit = GitCommit();
+  context.isa = CpuIsaFeatures();
+  context.ep_ranks = o.row.ep_ranks;
+  context.steps = o.row.steps;
+  context.input_skew = o.row.input_skew;
+  context.sweep = sweep ? SweepText(o.sweep) : "";
+  context.tokens = o.tokens;
+  context.hold = HoldName(o.hold);
+  context.base_active_params = CountParams(*config).active;
+  context.base_total_params = CountParams(*config).total;
+  context.points_total = static_cast<int64_t>(points->size() * o.tokens.size());
+  context.trace_file = o.trace;
 
   const int64_t max_tokens = *std::max_element(o.tokens.begin(), o.tokens.end());
-  const double activation_bytes =
-      4.0 * static_cast<double>(max_tokens) *
-      static_cast<double>(4 * config->d_model() + 3 * config->top_k() * config->d_model() +
-                          config->top_k() *
-                              std::max(config->d_ff(), config::SharedExpertsDff(*config)));
+  const SweepPoint* largest = &points->front();
+  for (const SweepPoint& p : *points) {
+    if (PointBytes(p.config, max_tokens) > PointBytes(largest->config, max_tokens)) largest = &p;
+  }
   absl::Status fits = CheckFitsInMemory(
-      4.0 * static_cast<double>(NativeWeightCount(*config)) + activation_bytes + (1 << 28),
-      absl::StrCat("moe bench of ", config->name(), " (F32 weights, ", max_tokens, " tokens)"));
+      PointBytes(largest->config, max_tokens),
+      absl::StrCat("moe bench of ", config->name(), largest->label.empty() ? "" : " ",
+                   largest->label, " (F32 weights, ", max_tokens, " tokens)"));
   if (!fits.ok()) return Fail(fits, kExitRuntimeError);
 
-  const Clock::time_point init_start = Clock::now();
-  MoeLayerWeights weights = RandomLayerWeights(*config, context.seed);
-  context.weight_init_seconds = Seconds(init_start);
-  context.weight_gb = 4.0 * static_cast<double>(NativeWeightCount(*config)) / 1e9;
-  absl::StatusOr<MoeLayer> layer = MoeLayer::Create(*config, std::move(weights));
-  if (!layer.ok()) return Fail(layer.status(), kExitRuntimeError);
+  InstallInterruptHandler();  // from here on, Ctrl-C ends the run with the rows done so far
+  std::optional<MoeLayer> layer;
+  if (!sweep) {  // the header reports the weights' init time
+    const Clock::time_point init_start = Clock::now();
+    absl::StatusOr<MoeLayer> made = MakeLayer(points->front(), context.seed);
+    if (!made.ok()) return Fail(made.status(), kExitRuntimeError);
+    layer.emplace(*std::move(made));
+    context.weight_init_seconds = Seconds(init_start);
+    context.weight_gb = 4.0 * static_cast<double>(NativeWeightCount(*config)) / 1e9;
+  }
   context.ceilings = MeasureCeilings(*config);
 
-  std::fputs(TableHeader(context).c_str(), stdout);
+  if (!o.trace.empty()) trace::Enable();
+  std::fputs(sweep ? SweepTableHeader(context).c_str() : TableHeader(context).c_str(), stdout);
   std::fflush(stdout);
+  Progress progress(context.points_total, sweep);
   std::vector<BenchRow> rows;
   int64_t wrong = 0;
-  for (int64_t num_tokens : o.tokens) {
-    absl::StatusOr<BenchRow> row = BenchTokens(*layer, o, context.seed, num_tokens);
-    if (!row.ok()) {
-      return Fail(absl::StrCat(num_tokens, " tokens: ", row.status().message()), kExitRuntimeError);
+  for (const SweepPoint& point : *points) {
+    if (InterruptRequested()) break;
+    if (sweep) {
+      layer.reset();
+      absl::StatusOr<MoeLayer> made = MakeLayer(point, context.seed);
+      if (!made.ok()) return Fail(made.status(), kExitRuntimeError);
+      layer.emplace(*std::move(made));
     }
-    std::fputs(TableRow(*row, context.ceilings).c_str(), stdout);
-    std::fflush(stdout);
-    wrong += row->wrong;
-    rows.push_back(*row);
+    for (int64_t num_tokens : o.tokens) {
+      if (InterruptRequested()) break;
+      const std::string label =
+          absl::StrCat(point.label, point.label.empty() ? "" : " ", "tokens=", num_tokens);
+      absl::StatusOr<BenchRow> row;
+      {
+        trace::TraceScope scope([&] { return absl::StrCat("point ", label); }, "bench");
+        row = MeasureRow(*layer, o.row, num_tokens, context.ceilings);
+      }
+      if (!row.ok()) {
+        progress.Finish();
+        return Fail(absl::StrCat(label, ": ", row.status().message()), kExitRuntimeError);
+      }
+      DescribePoint(point, o.hold, &*row);
+      progress.ClearLine();
+      std::fputs(
+          sweep ? SweepTableRow(*row, context).c_str() : TableRow(*row, context.ceilings).c_str(),
+          stdout);
+      std::fflush(stdout);
+      wrong += row->wrong;
+      rows.push_back(*std::move(row));
+      progress.PointDone(static_cast<int64_t>(rows.size()), label);
+    }
   }
-  std::fputs(TableFooter().c_str(), stdout);
+  progress.Finish();
+  std::fputs(sweep ? SweepTableFooter(context).c_str() : TableFooter().c_str(), stdout);
+  std::fflush(stdout);
 
-  if (!json.empty()) {
-    absl::Status written = WriteBenchJson(json, context, rows);
-    if (!written.ok()) return Fail(written, kExitRuntimeError);
+  context.interrupted =
+      InterruptRequested() && static_cast<int64_t>(rows.size()) < context.points_total;
+  absl::Status written = WriteOutputs(o, context, rows);
+  if (!written.ok()) return Fail(written, kExitRuntimeError);
+  if (context.interrupted) {
+    std::vector<std::string> files;
+    for (const std::string& f : {o.json, o.csv, o.trace}) {
+      if (!f.empty()) files.push_back(f);
+    }
+    std::fprintf(stderr, "moe bench: interrupted after %zu of %lld points%s%s\n", rows.size(),
+                 static_cast<long long>(context.points_total), files.empty() ? "" : "; wrote ",
+                 absl::StrJoin(files, ", ").c_str());
+    return kExitInterrupted;
   }
   if (wrong > 0) {
     return Fail(absl::StrCat(wrong,

@@ -10,10 +10,10 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "configs/layer_config.h"
 #include "kernels/cpu/matmul.h"
-#include "nlohmann/json.hpp"
 #include "tools/bench_check.h"
 
 #ifndef MOE_GIT_COMMIT
@@ -34,6 +34,11 @@ constexpr char kBytesNote[] =
 
 using Clock = std::chrono::steady_clock;
 
+// Each ceiling is the best of at least this many passes over at least this long, so that a
+// short burst of other work on the machine does not lower it.
+constexpr int kMinCeilingPasses = 3;
+constexpr double kMinCeilingSeconds = 0.25;
+
 double Seconds(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
@@ -42,12 +47,25 @@ int64_t Projections(const config::LayerConfig& c) {
   return config::IsGated(c.activation()) ? 3 : 2;
 }
 
+}  // namespace
+
 std::string ActivationName(const config::LayerConfig& c) {
   const std::string& name = config::Activation_Name(c.activation());
   return std::string(absl::StripPrefix(name, "ACTIVATION_"));
 }
 
-}  // namespace
+double RooflineSeconds(double flop, double bytes, const Ceilings& ceilings) {
+  const double compute = ceilings.gemm_gflops > 0 ? flop / (ceilings.gemm_gflops * 1e9) : 0;
+  const double memory = ceilings.read_gbps > 0 ? bytes / (ceilings.read_gbps * 1e9) : 0;
+  return std::max(compute, memory);
+}
+
+int32_t ContiguousRank(int64_t index, int64_t count, int32_t num_ranks) {
+  const int64_t base = count / num_ranks;
+  const int64_t extra = count % num_ranks;  // ranks [0, extra) hold base + 1
+  if (index < extra * (base + 1)) return static_cast<int32_t>(index / (base + 1));
+  return static_cast<int32_t>(extra + (index - extra * (base + 1)) / base);
+}
 
 double UsefulFlop(const config::LayerConfig& c, int64_t tokens, int64_t kept_slots) {
   const double per_row =
@@ -67,14 +85,15 @@ double ActiveWeightBytes(const config::LayerConfig& c, int64_t active_experts) {
 
 Ceilings MeasureCeilings(const config::LayerConfig& c) {
   Ceilings ceilings;
-  // Memory read: a buffer well past the last-level cache, best of 3 passes. 16 independent
+  // Memory read: a buffer well past the last-level cache, best of the passes. 16 independent
   // partial sums per thread so that the loop vectorizes without reassociation.
   constexpr int kLanes = 16;
   const int64_t n = int64_t{64} << 20;  // floats: 256 MiB
   std::vector<float> buffer(static_cast<size_t>(n), 1.0f);
   double best = 1e30;
   volatile float sink = 0;
-  for (int pass = 0; pass < 3; ++pass) {
+  Clock::time_point begin = Clock::now();
+  for (int pass = 0; pass < kMinCeilingPasses || Seconds(begin) < kMinCeilingSeconds; ++pass) {
     const Clock::time_point start = Clock::now();
     float total = 0;
 #pragma omp parallel reduction(+ : total)
@@ -102,7 +121,8 @@ Ceilings MeasureCeilings(const config::LayerConfig& c) {
   std::vector<float> b(static_cast<size_t>(cols * k), 0.25f);
   std::vector<float> out(static_cast<size_t>(m * cols));
   best = 1e30;
-  for (int pass = 0; pass < 3; ++pass) {
+  begin = Clock::now();
+  for (int pass = 0; pass < kMinCeilingPasses || Seconds(begin) < kMinCeilingSeconds; ++pass) {
     const Clock::time_point start = Clock::now();
 #pragma omp parallel
     {
@@ -141,6 +161,30 @@ std::string CpuModel() {
     }
   }
   return "unknown";
+}
+
+const std::vector<std::string>& KnownIsaFeatures() {
+  static const auto* features = new std::vector<std::string>{
+      "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16"};
+  return *features;
+}
+
+std::vector<std::string> CpuIsaFeatures() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line;
+  std::vector<std::string> present;
+  while (std::getline(cpuinfo, line)) {
+    if (!absl::StartsWith(line, "flags")) continue;
+    const std::vector<std::string> flags =
+        absl::StrSplit(line.substr(line.find(':') + 1), ' ', absl::SkipEmpty());
+    for (const std::string& feature : KnownIsaFeatures()) {
+      if (std::find(flags.begin(), flags.end(), feature) != flags.end()) {
+        present.push_back(feature);
+      }
+    }
+    break;
+  }
+  return present;
 }
 
 std::string GitCommit() { return MOE_GIT_COMMIT; }
@@ -198,63 +242,8 @@ std::string TableFooter() {
                       ",\n#   plus routing slots with a bad id or weight.\n");
 }
 
-absl::Status WriteBenchJson(const std::string& path, const BenchContext& x,
-                            const std::vector<BenchRow>& rows) {
-  const config::LayerConfig& c = x.config;
-  nlohmann::json json;
-  json["context"] = {
-      {"config", c.name()},
-      {"config_source", x.config_source},
-      {"config_text", config::ResolvedConfigText(c)},
-      {"d_model", c.d_model()},
-      {"d_ff", c.d_ff()},
-      {"num_experts", c.num_experts()},
-      {"top_k", c.top_k()},
-      {"activation", ActivationName(c)},
-      {"shared_d_ff", config::SharedExpertsDff(c)},
-      {"threads", x.threads},
-      {"seed", x.seed},
-      {"repeats", x.repeats},
-      {"warmup", x.warmup},
-      {"input_dist", x.input_dist},
-      {"cpu", x.cpu},
-      {"cores", x.cores},
-      {"commit", x.commit},
-      {"weight_gb", x.weight_gb},
-      {"weight_init_seconds", x.weight_init_seconds},
-      {"ceiling_gemm_gflops", x.ceilings.gemm_gflops},
-      {"ceiling_gemm_shape", {x.ceilings.gemm_m, x.ceilings.gemm_n, x.ceilings.gemm_k}},
-      {"ceiling_read_gbps", x.ceilings.read_gbps},
-      {"flop_formula", absl::StrCat(kFlopFormula, " (", kFlopNote, ")")},
-      {"bytes_formula", absl::StrCat(kBytesFormula, " (", kBytesNote, ")")},
-      {"check_rule", MOE_BENCH_CHECK_RULE},
-  };
-  json["rows"] = nlohmann::json::array();
-  for (const BenchRow& r : rows) {
-    json["rows"].push_back({
-        {"tokens", r.tokens},
-        {"time_ms", r.seconds * 1e3},
-        {"tokens_per_s", r.tokens_per_second},
-        {"gflops", r.gflops},
-        {"gbps", r.gbps},
-        {"route_ms", r.route_seconds * 1e3},
-        {"plan_ms", r.plan_seconds * 1e3},
-        {"experts_ms", r.experts_seconds * 1e3},
-        {"combine_ms", r.combine_seconds * 1e3},
-        {"load_max_over_mean", r.load_max_over_mean},
-        {"active_experts", r.active_experts},
-        {"dropped_slots", r.dropped_slots},
-        {"checked_tokens", r.checked_tokens},
-        {"wrong", r.wrong},
-        {"max_abs_error", r.max_abs_error},
-    });
-  }
-  std::ofstream file(path, std::ios::binary | std::ios::trunc);
-  if (!file) return absl::NotFoundError(absl::StrCat("--json ", path, ": cannot open for writing"));
-  file << json.dump(2) << "\n";
-  file.close();
-  if (!file) return absl::DataLossError(absl::StrCat("--json ", path, ": write failed"));
-  return absl::OkStatus();
-}
+std::string FlopFormula() { return absl::StrCat(kFlopFormula, " (", kFlopNote, ")"); }
+
+std::string BytesFormula() { return absl::StrCat(kBytesFormula, " (", kBytesNote, ")"); }
 
 }  // namespace moe::tools

@@ -16,6 +16,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "configs/presets.h"
+#include "tools/balance_commands.h"
 #include "tools/bench_check.h"
 
 ABSL_FLAG(std::string, config, "",
@@ -41,11 +42,33 @@ ABSL_FLAG(std::string, tokens, "",
           ".");
 ABSL_FLAG(int32_t, repeats, 5, "Timed forwards per row; the median is reported.");
 ABSL_FLAG(int32_t, warmup, 1, "Untimed forwards before the timed ones, per row.");
-ABSL_FLAG(std::string, json, "", "Also write the table and its context as JSON to this file.");
+ABSL_FLAG(std::string, json, "",
+          "Also write the table and its context as JSON to this file (with per-step expert "
+          "loads).");
 ABSL_FLAG(std::string, input_dist, "normal",
           "Distribution of the random hidden states: normal (mean 0, sd 1) or uniform [-1, 1).");
 ABSL_FLAG(int32_t, check_tokens, 16,
           "Tokens per row (evenly spaced) checked against the float64 reference; 0 = none.");
+ABSL_FLAG(std::string, sweep, "",
+          "DIM=V1,V2,... over experts, top_k, d_ff, d_model or tokens; repeat the flag for a "
+          "grid of configs derived from --config (one row per point).");
+ABSL_FLAG(std::string, hold, "none",
+          "With --sweep: none, active-params (top_k*expert + shared + router) or total-params "
+          "(experts*expert + shared + router) held at the base config's count by solving d_ff "
+          "(within 1%).");
+ABSL_FLAG(int32_t, ep, 1,
+          "Ranks of the expert-parallel traffic model: bytes a token moves with experts in "
+          "contiguous blocks over N ranks (1 = none).");
+ABSL_FLAG(int32_t, steps, 1,
+          "Input batches per row, each with fresh random hidden states; expert loads are "
+          "recorded per step.");
+ABSL_FLAG(double, input_skew, 0,
+          "Adds skew*u to every hidden state (u a fixed random vector), concentrating the "
+          "routing on fewer experts; 0 = none.");
+ABSL_FLAG(std::string, csv, "", "Also write the rows and the run's context as CSV to this file.");
+ABSL_FLAG(std::string, trace, "",
+          "Write a Chrome/Perfetto trace (JSON trace events: pid = rank, tid = OpenMP thread) "
+          "of the timed run to this file.");
 
 namespace moe::tools {
 namespace {
@@ -56,6 +79,9 @@ std::set<std::string>& GivenFlags() {
 }
 
 int HelpCommand(const std::vector<std::string>& positional);
+
+// Flags whose values accumulate when given more than once.
+bool IsRepeatable(absl::string_view name) { return name == "sweep"; }
 
 bool AcceptsFlag(const Command& command, absl::string_view name) {
   return std::any_of(command.flags.begin(), command.flags.end(),
@@ -106,18 +132,27 @@ const std::vector<Command>& Commands() {
        &InitCommand},
       {"bench",
        "moe bench [--config CONFIG] [--tokens 1,16,128] [--threads N] [--seed S]\n"
-       "          [--repeats R] [--warmup W] [--json FILE]",
+       "          [--repeats R] [--warmup W] [--steps S] [--json FILE] [--csv FILE]\n"
+       "          [--trace FILE] [--sweep DIM=V1,V2,... ...] [--hold active-params|total-params]\n"
+       "          [--ep N]",
        "Benchmark one layer on random weights and inputs, with a correctness count per row.",
-       "Per token count: W warm-up forwards, then R timed ones; the median is reported.\n"
+       "Per token count: W warm-up forwards, then R timed ones on each of S input batches\n"
+       "(--steps); the median is reported.\n"
        "Routing uses the real router. #wrong: up to --check_tokens evenly spaced tokens are\n"
        "recomputed in float64 from the layer's own top-k ids and weights (y = sum_j w_j\n"
        "FFN_{e_j}(x) + shared experts; dropped slots add nothing); an element is wrong when\n"
        "  " MOE_BENCH_CHECK_RULE "\n"
        "Routing slots with an out-of-range or repeated id, or a non-finite or negative weight\n"
        "(or renormalized weights not summing to the scaling factor) count as wrong too.\n"
-       "Exits 1 when any #wrong > 0.",
-       {"config", "tokens", "threads", "seed", "repeats", "warmup", "json", "input_dist",
-        "check_tokens"},
+       "Exits 1 when any #wrong > 0.\n\n"
+       "--sweep runs a grid of configs derived from --config (tokens innermost) and prints\n"
+       "tokens/s, GFLOP/s, % of the roofline, active weight bytes per token, expert load\n"
+       "max/mean and the bytes a token would move under --ep N ranks; --hold keeps the active\n"
+       "or total params of the base by solving d_ff. Progress goes to stderr. Ctrl-C stops\n"
+       "after the current row, writes the finished rows to --json/--csv/--trace and exits 130.\n"
+       "Plot the JSON with tools/plot_bench.py.",
+       {"config", "tokens", "threads", "seed", "repeats", "warmup", "steps", "json", "csv", "trace",
+        "sweep", "hold", "ep", "input_dist", "input_skew", "check_tokens"},
        &BenchCommand},
       {"validate",
        "moe validate CONFIG",
@@ -125,6 +160,8 @@ const std::vector<Command>& Commands() {
        "",
        {},
        &ValidateCommand},
+      PlanCommandEntry(),
+      SimCommandEntry(),
       {"help", "moe help [COMMAND]", "Show this help, or one command's.", "", {}, &HelpCommand},
   };
   return *commands;
@@ -180,7 +217,8 @@ std::string HelpText(const Command* command) {
       &text, "\nFlags take --name=value or --name value.\nPresets: ", absl::StrJoin(presets, ", "),
       ".\nExit status: 0 success, 1 runtime error (file, config, computation, "
       "#wrong > 0),\n"
-      "             2 usage error (flag, value, argument).\n");
+      "             2 usage error (flag, value, argument), 130 bench stopped by Ctrl-C\n"
+      "             (after writing the rows it finished).\n");
   return text;
 }
 
@@ -232,6 +270,9 @@ absl::StatusOr<std::vector<std::string>> ParseFlags(const Command& command,
       } else {
         return absl::InvalidArgumentError(absl::StrCat("flag --", name, " needs a value"));
       }
+    }
+    if (IsRepeatable(name) && GivenFlags().count(name) > 0) {
+      value = absl::StrCat(flag->CurrentValue(), ";", value);
     }
     std::string error;
     if (!flag->ParseFrom(value, &error)) {

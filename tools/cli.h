@@ -26,6 +26,13 @@ ABSL_DECLARE_FLAG(int32_t, warmup);
 ABSL_DECLARE_FLAG(std::string, json);
 ABSL_DECLARE_FLAG(std::string, input_dist);
 ABSL_DECLARE_FLAG(int32_t, check_tokens);
+ABSL_DECLARE_FLAG(std::string, sweep);
+ABSL_DECLARE_FLAG(std::string, hold);
+ABSL_DECLARE_FLAG(int32_t, ep);
+ABSL_DECLARE_FLAG(int32_t, steps);
+ABSL_DECLARE_FLAG(double, input_skew);
+ABSL_DECLARE_FLAG(std::string, csv);
+ABSL_DECLARE_FLAG(std::string, trace);
 
 // Defaults of `moe bench`, as literals so that flag help strings can include them.
 // NOTE: chosen so that a bare `moe bench` (what `make run` does) ends in < 30 s on 2 cores.
@@ -55,7 +62,9 @@ const std::vector<Command>& Commands();
 // Parses `args` (everything after the subcommand) into the absl flags. Accepts --name=value,
 // --name value, -name, '-' for '_' in names, --noname for bools, and "--" to end the flags.
 // kInvalidArgument naming the flag for an unknown flag, a flag `command` does not take, a
-// missing or unparsable value. Returns the positional arguments.
+// missing or unparsable value. A repeatable flag (--sweep) given again appends its value
+// after a ';'; any other flag given again keeps the last value. Returns the positional
+// arguments.
 absl::StatusOr<std::vector<std::string>> ParseFlags(const Command& command,
                                                     const std::vector<std::string>& args);
 

@@ -2,7 +2,7 @@
 # Installs the Debian packages the project builds with, only those missing. Idempotent.
 set -euo pipefail
 pkgs=(cmake g++ make clang-format libabsl-dev libprotobuf-dev protobuf-compiler libgtest-dev nlohmann-json3-dev
-      libopenmpi-dev openmpi-bin)
+      libopenmpi-dev openmpi-bin python3-matplotlib)
 if [ "${MOE_SETUP_EXTRA:-}" = fuzz ]; then pkgs+=(clang libclang-rt-14-dev); fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,11 +1,26 @@
 # The command-line tests run the built `moe` binary (MOE_BINARY_DIR/bin/moe).
-foreach(t moe_cli_test moe_run_test)
+foreach(t moe_cli_test moe_run_test bench_profile_test plot_bench_test)
   if(TARGET ${t})
     add_dependencies(${t} moe)
   endif()
 endforeach()
 
-# The #wrong check of `moe bench` lives in tools/ (an executable's sources): compile it in.
+# The #wrong check and the sweep grids of `moe bench` live in tools/ (an executable's
+# sources): compile them in.
 if(TARGET bench_check_test)
   target_sources(bench_check_test PRIVATE ${CMAKE_SOURCE_DIR}/tools/bench_check.cc)
+endif()
+if(TARGET bench_sweep_test)
+  target_sources(bench_sweep_test PRIVATE ${CMAKE_SOURCE_DIR}/tools/bench_sweep.cc)
+endif()
+
+# tools/plot_bench.py needs matplotlib: the system python3 (Debian's python3-matplotlib), not
+# whichever python3 comes first on PATH (pyenv, a venv).
+if(TARGET plot_bench_test)
+  find_program(MOE_PYTHON3 NAMES python3 PATHS /usr/bin NO_DEFAULT_PATH)
+  if(NOT MOE_PYTHON3)
+    find_package(Python3 COMPONENTS Interpreter)
+    set(MOE_PYTHON3 "${Python3_EXECUTABLE}")
+  endif()
+  target_compile_definitions(plot_bench_test PRIVATE MOE_PYTHON3="${MOE_PYTHON3}")
 endif()
