@@ -8,6 +8,7 @@
 #include "experts/expert_bank.h"
 #include "gating/routing_plan.h"
 #include "moe/base/status_macros.h"
+#include "moe/base/trace.h"
 #include "moe/ep_capacity.h"
 #include "moe/ep_weights.h"
 
@@ -60,6 +61,7 @@ absl::StatusOr<ExpertParallelLayer> ExpertParallelLayer::Create(config::LayerCon
   MOE_RETURN_IF_ERROR(
       comm::ValidateReplicaStructure(placement, config.num_experts(), comm->size()));
   const int rank = comm->rank();
+  trace::SetRank(rank);
   const int64_t num_local =
       static_cast<int64_t>(placement.rank_experts[static_cast<size_t>(rank)].size());
   if (weights.experts.num_experts() == config.num_experts() && num_local != config.num_experts()) {
@@ -143,6 +145,7 @@ absl::StatusOr<LayerOutput> ExpertParallelLayer::Forward(const Tensor& hidden_st
   EpStats& st = stats != nullptr ? *stats : local_stats;
   st = EpStats();
   StageTimes& t = st.times;
+  trace::TraceScope forward_scope("ep_layer", "stage");
 
   // Local stages. An error here still takes part in the first collective, so every rank stops.
   LayerOutput result;
@@ -151,13 +154,20 @@ absl::StatusOr<LayerOutput> ExpertParallelLayer::Forward(const Tensor& hidden_st
   const absl::Status local = [&]() -> absl::Status {
     MOE_ASSIGN_OR_RETURN(hidden, stages::HiddenAsF32(hidden_states, c.d_model()));
     result.output = Tensor::Zeros(DType::kF32, {hidden.dim(0), c.d_model()});
+    forward_scope.Arg("tokens", hidden.dim(0));
     Clock::time_point start = Clock::now();
-    MOE_RETURN_IF_ERROR(stages::RouteTokens(c, weights_, hidden, &result));
+    {
+      trace::TraceScope scope("route", "stage");
+      MOE_RETURN_IF_ERROR(stages::RouteTokens(c, weights_, hidden, &result));
+    }
     t.route = SecondsSince(start);
     start = Clock::now();
-    MOE_ASSIGN_OR_RETURN(plan, gating::BuildRoutingPlan(result.topk_ids.data<int32_t>(),
-                                                        hidden.dim(0), c.top_k(), num_experts,
-                                                        /*capacity=*/-1));
+    {
+      trace::TraceScope scope("plan", "stage");
+      MOE_ASSIGN_OR_RETURN(plan, gating::BuildRoutingPlan(result.topk_ids.data<int32_t>(),
+                                                          hidden.dim(0), c.top_k(), num_experts,
+                                                          /*capacity=*/-1));
+    }
     t.plan = SecondsSince(start);
     return absl::OkStatus();
   }();
@@ -167,6 +177,7 @@ absl::StatusOr<LayerOutput> ExpertParallelLayer::Forward(const Tensor& hidden_st
   // exchange carries them and this collective is skipped (the same choice on every rank).
   Clock::time_point start;
   if (config::ExpertCapacity(c, 0) >= 0) {
+    trace::TraceScope scope("sync", "comm");
     MOE_RETURN_IF_ERROR(ApplyGlobalCapacity(local, &plan, &st));
   }
   if (local.ok()) {
@@ -182,25 +193,37 @@ absl::StatusOr<LayerOutput> ExpertParallelLayer::Forward(const Tensor& hidden_st
              .row_of_slot = plan.row_of_slot.data(),
              .num_tokens = plan.num_tokens};
   }
-  MOE_ASSIGN_OR_RETURN(comm::ExpertRows rows, dispatcher_.Dispatch(input, &layout, local));
+  comm::ExpertRows rows;
+  {
+    trace::TraceScope scope("dispatch", "comm");
+    MOE_ASSIGN_OR_RETURN(rows, dispatcher_.Dispatch(input, &layout, local));
+  }
   st.global_tokens = 0;
   for (int64_t x : layout.stats.source_tokens) st.global_tokens += x;
 
   start = Clock::now();
   Tensor expert_out = Tensor::Zeros(DType::kF32, {rows.rows.dim(0), c.d_model()});
-  MOE_RETURN_IF_ERROR(experts::RunExperts(weights_.experts, c.activation(),
-                                          {.rows = rows.rows.data<float>(),
-                                           .offsets = rows.offsets.data(),
-                                           .out = expert_out.data<float>()}));
-  MOE_ASSIGN_OR_RETURN(stages::SharedExpertsOutput shared,
-                       stages::RunSharedExperts(c, weights_, hidden));
+  stages::SharedExpertsOutput shared;
+  {
+    trace::TraceScope scope("experts", "stage");
+    scope.Arg("rows", rows.rows.dim(0));
+    MOE_RETURN_IF_ERROR(experts::RunExperts(weights_.experts, c.activation(),
+                                            {.rows = rows.rows.data<float>(),
+                                             .offsets = rows.offsets.data(),
+                                             .out = expert_out.data<float>()}));
+    trace::TraceScope shared_scope("shared_experts", "stage");
+    MOE_ASSIGN_OR_RETURN(shared, stages::RunSharedExperts(c, weights_, hidden));
+  }
   t.experts = SecondsSince(start);
 
-  MOE_ASSIGN_OR_RETURN(Tensor back, dispatcher_.Combine(expert_out.data<float>(), &layout));
-  start = Clock::now();
-  stages::CombineSlots(back.data<float>(), layout.return_row_of_slot.data(), result.topk_weights,
-                       shared, &result.output);
-  t.combine = SecondsSince(start);
+  {
+    trace::TraceScope scope("combine", "comm");
+    MOE_ASSIGN_OR_RETURN(Tensor back, dispatcher_.Combine(expert_out.data<float>(), &layout));
+    start = Clock::now();
+    stages::CombineSlots(back.data<float>(), layout.return_row_of_slot.data(), result.topk_weights,
+                         shared, &result.output);
+    t.combine = SecondsSince(start);
+  }
   st.dispatch = std::move(layout.stats);
   return result;
 }
