@@ -16,6 +16,8 @@
 #include "moe/base/status_macros.h"
 #include "moe/base/trace.h"
 #include "moe/moe_layer.h"
+#include "tools/balance_commands.h"
+#include "tools/bench_ep.h"
 #include "tools/bench_output.h"
 #include "tools/bench_progress.h"
 #include "tools/bench_report.h"
@@ -42,6 +44,7 @@ struct BenchOptions {
   std::vector<SweepDim> sweep;  // empty without --sweep
   Hold hold = Hold::kNone;
   std::string json, csv, trace;
+  int ep = 1;  // --ep: real expert parallelism over MPI ranks
 };
 
 absl::Status CheckRange(const char* flag, int64_t value, int64_t low, int64_t high) {
@@ -86,8 +89,8 @@ absl::StatusOr<BenchOptions> ParseBenchOptions(const std::vector<std::string>& p
   MOE_RETURN_IF_ERROR(CheckRange("warmup", r.warmup, 0, 100000));
   r.steps = absl::GetFlag(FLAGS_steps);
   MOE_RETURN_IF_ERROR(CheckRange("steps", r.steps, 1, 100000));
-  r.ep_ranks = absl::GetFlag(FLAGS_ep);
-  MOE_RETURN_IF_ERROR(CheckRange("ep", r.ep_ranks, 1, 4096));
+  r.ep_ranks = absl::GetFlag(FLAGS_model_ranks);
+  MOE_RETURN_IF_ERROR(CheckRange("model_ranks", r.ep_ranks, 1, 4096));
   o.input_dist = absl::GetFlag(FLAGS_input_dist);
   if (o.input_dist != "normal" && o.input_dist != "uniform") {
     return absl::InvalidArgumentError(
@@ -108,6 +111,29 @@ absl::StatusOr<BenchOptions> ParseBenchOptions(const std::vector<std::string>& p
   o.json = absl::GetFlag(FLAGS_json);
   o.csv = absl::GetFlag(FLAGS_csv);
   o.trace = absl::GetFlag(FLAGS_trace);
+  o.ep = absl::GetFlag(FLAGS_ep);
+  MOE_RETURN_IF_ERROR(CheckRange("ep", o.ep, 1, 4096));
+  if (o.ep > 1) {
+    for (const char* flag : {"sweep", "hold", "csv", "trace", "model_ranks"}) {
+      if (FlagGiven(flag)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("flag --", flag, " is not supported with --ep"));
+      }
+    }
+    if (!(absl::GetFlag(FLAGS_timeout) > 0)) {
+      return absl::InvalidArgumentError("flag --timeout: expected seconds > 0");
+    }
+    if (absl::GetFlag(FLAGS_rebalance) && !FlagGiven("steps")) r.steps = 8;
+    if (absl::GetFlag(FLAGS_rebalance) && r.steps < 2) {
+      return absl::InvalidArgumentError("flag --rebalance: needs --steps >= 2");
+    }
+  } else {
+    for (const char* flag : {"placement", "skew", "rebalance", "timeout"}) {
+      if (FlagGiven(flag)) {
+        return absl::InvalidArgumentError(absl::StrCat("flag --", flag, " needs --ep N > 1"));
+      }
+    }
+  }
   MOE_ASSIGN_OR_RETURN(o.threads, ApplyThreadsFlag());
   return o;
 }
@@ -149,6 +175,21 @@ int BenchCommand(const std::vector<std::string>& positional) {
 
   absl::StatusOr<config::LayerConfig> config = config::LoadLayerConfig(o.config_source);
   if (!config.ok()) return Fail(config.status(), kExitRuntimeError);
+  if (o.ep > 1) {
+    EpBenchOptions ep;
+    ep.config = *config;
+    ep.config_source = o.config_source;
+    ep.tokens = o.tokens;
+    ep.row = o.row;
+    ep.threads = o.threads;
+    ep.ep = o.ep;
+    ep.timeout_seconds = absl::GetFlag(FLAGS_timeout);
+    ep.placement_file = absl::GetFlag(FLAGS_placement);
+    ep.skew = absl::GetFlag(FLAGS_skew);
+    ep.rebalance = absl::GetFlag(FLAGS_rebalance);
+    ep.json = o.json;
+    return RunEpBench(ep);
+  }
   absl::StatusOr<std::vector<SweepPoint>> points = ExpandSweep(*config, o.sweep, o.hold);
   if (!points.ok()) return Fail(points.status(), kExitUsageError);
   for (const auto& [flag, path] :

@@ -61,7 +61,7 @@ std::string SweepTableHeader(const BenchContext& x) {
   absl::StrAppendFormat(&text, "\n# EP model: %d rank%s%s\n", x.ep_ranks, x.ep_ranks > 1 ? "s" : "",
                         x.ep_ranks > 1 ? ", contiguous expert blocks (no rank runs: bytes modelled "
                                          "from the routing)"
-                                       : " (no bytes move; --ep N models N ranks)");
+                                       : " (no bytes move; --model_ranks N models N ranks)");
   absl::StrAppendFormat(
       &text,
       "# weights: random F32 (seed %d), created per config; inputs: %s (seed %d), "

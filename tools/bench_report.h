@@ -36,7 +36,7 @@ struct BenchContext {
   Ceilings ceilings;
   std::vector<std::string> isa;    // CpuIsaFeatures()
   int ranks = 1;                   // processes that ran the bench
-  int ep_ranks = 1;                // --ep: ranks the EP bytes are modelled for
+  int ep_ranks = 1;                // --model_ranks: ranks the EP bytes are modelled for
   int steps = 1;                   // --steps
   double input_skew = 0;           // --input_skew
   std::string sweep;               // SweepText, "" without --sweep
@@ -93,7 +93,8 @@ inline constexpr char kRooflineFormula[] =
     "ceiling); %roof = 100 * time_roofline / time";
 inline constexpr char kEpBytesFormula[] =
     "EP bytes/token = 2 * d_model * act_bytes * E[distinct remote destination ranks of a token]; "
-    "experts and tokens in contiguous blocks over --ep ranks, E[] over this run's routed slots";
+    "experts and tokens in contiguous blocks over --model_ranks ranks, E[] over this run's routed "
+    "slots";
 
 // Useful FLOP and active-weight bytes of one forward of `config` on `tokens` tokens with
 // `kept_slots` computed routed slots and `active_experts` experts receiving >= 1 slot.

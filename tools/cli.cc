@@ -56,9 +56,16 @@ ABSL_FLAG(std::string, hold, "none",
           "With --sweep: none, active-params (top_k*expert + shared + router) or total-params "
           "(experts*expert + shared + router) held at the base config's count by solving d_ff "
           "(within 1%).");
+ABSL_FLAG(int32_t, model_ranks, 1,
+          "Ranks of the expert-parallel traffic model (single process): bytes a token would "
+          "move with experts in contiguous blocks over N ranks (1 = none).");
 ABSL_FLAG(int32_t, ep, 1,
-          "Ranks of the expert-parallel traffic model: bytes a token moves with experts in "
-          "contiguous blocks over N ranks (1 = none).");
+          "Expert parallelism over N MPI ranks (launch with mpirun -np N): each rank holds its "
+          "experts and a contiguous block of the tokens (1 = single process).");
+ABSL_FLAG(double, timeout, 60, "With --ep: seconds each collective waits for a peer.");
+ABSL_FLAG(bool, rebalance, false,
+          "bench with --ep: run the rebalance policy over the --steps (default 8 with it) and "
+          "report rank load, throughput before/after and the bytes moved.");
 ABSL_FLAG(int32_t, steps, 1,
           "Input batches per row, each with fresh random hidden states; expert loads are "
           "recorded per step.");
@@ -122,7 +129,8 @@ const std::vector<Command>& Commands() {
        "Loads the layer from a Hugging Face folder (--model, --layer) or from a config and a\n"
        "native weights file (--config, --weights; create one with `moe init`). Reads the\n"
        "tensor hidden_states, writes output, topk_ids and topk_weights, prints one summary line.",
-       {"model", "layer", "config", "weights", "input", "output", "threads"},
+       {"model", "layer", "config", "weights", "input", "output", "threads", "ep", "placement",
+        "timeout"},
        &RunCommand},
       {"init",
        "moe init --config CONFIG --weights OUT.safetensors [--seed S] [--dtype f32|bf16]",
@@ -134,7 +142,8 @@ const std::vector<Command>& Commands() {
        "moe bench [--config CONFIG] [--tokens 1,16,128] [--threads N] [--seed S]\n"
        "          [--repeats R] [--warmup W] [--steps S] [--json FILE] [--csv FILE]\n"
        "          [--trace FILE] [--sweep DIM=V1,V2,... ...] [--hold active-params|total-params]\n"
-       "          [--ep N]",
+       "          [--model_ranks N] [--ep N [--placement FILE] [--skew SPEC] [--rebalance]\n"
+       "          [--timeout S]]",
        "Benchmark one layer on random weights and inputs, with a correctness count per row.",
        "Per token count: W warm-up forwards, then R timed ones on each of S input batches\n"
        "(--steps); the median is reported.\n"
@@ -147,12 +156,21 @@ const std::vector<Command>& Commands() {
        "Exits 1 when any #wrong > 0.\n\n"
        "--sweep runs a grid of configs derived from --config (tokens innermost) and prints\n"
        "tokens/s, GFLOP/s, % of the roofline, active weight bytes per token, expert load\n"
-       "max/mean and the bytes a token would move under --ep N ranks; --hold keeps the active\n"
+       "max/mean and the bytes a token would move under --model_ranks N ranks; --hold keeps the "
+       "active\n"
        "or total params of the base by solving d_ff. Progress goes to stderr. Ctrl-C stops\n"
        "after the current row, writes the finished rows to --json/--csv/--trace and exits 130.\n"
-       "Plot the JSON with tools/plot_bench.py.",
-       {"config", "tokens", "threads", "seed", "repeats", "warmup", "steps", "json", "csv", "trace",
-        "sweep", "hold", "ep", "input_dist", "input_skew", "check_tokens"},
+       "Plot the JSON with tools/plot_bench.py.\n\n"
+       "--ep N (under mpirun -np N) runs the real expert-parallel layer: rank r holds its\n"
+       "experts (contiguous blocks, or --placement FILE) and tokens [r*T/N ...) in contiguous\n"
+       "blocks (the first T % N ranks one more); rank 0 prints per-rank expert rows, bytes,\n"
+       "all-to-all time, algbw/busbw (busbw = algbw*(n-1)/n) and MPI_Alltoallv's busbw at the\n"
+       "same bytes. --skew SPEC draws each token's experts from SPEC (uniform, zipf:S, hot:N:P,\n"
+       "trace:FILE) and shapes its hidden state so that the real router selects them.\n"
+       "--rebalance feeds each step's expert loads to the rebalance policy.",
+       {"config",    "tokens", "threads",   "seed",    "repeats",    "warmup",      "steps",
+        "json",      "csv",    "trace",     "sweep",   "hold",       "model_ranks", "ep",
+        "placement", "skew",   "rebalance", "timeout", "input_dist", "input_skew",  "check_tokens"},
        &BenchCommand},
       {"validate",
        "moe validate CONFIG",

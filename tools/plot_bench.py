@@ -231,7 +231,7 @@ def main():
         ("expert_load.png", lambda p: expert_load_figure(groups, p),
          "no per-step expert_load (CSV reports do not carry it; use --json)"),
         ("rank_load.png", lambda p: rank_load_figure(groups, p),
-         "no rank_load in the rows (run with --ep N > 1; balancing adds \"after\")"),
+         "no rank_load in the rows (run with --model_ranks N > 1 or --ep N)"),
     ]
     for name, draw, why in figures:
         if draw(out(name)):

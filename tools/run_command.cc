@@ -1,5 +1,6 @@
 // `moe run`: one layer forward on hidden states from a safetensors file.
 // `moe init`: a native weights file with random weights.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -14,9 +15,13 @@
 #include "moe/base/status_macros.h"
 #include "moe/checkpoint/safetensors.h"
 #include "moe/checkpoint/safetensors_writer.h"
+#include "moe/ep_weights.h"
+#include "moe/expert_parallel_layer.h"
 #include "moe/hf_import.h"
 #include "moe/moe_layer.h"
+#include "tools/balance_commands.h"
 #include "tools/cli.h"
+#include "tools/ep_session.h"
 #include "tools/native_weights.h"
 
 namespace moe::tools {
@@ -115,11 +120,123 @@ absl::Status CheckRunFlags(const std::vector<std::string>& positional) {
   return ApplyThreadsFlag().status();
 }
 
+// Rows [begin, end) of a [T, d] tensor (any dtype).
+Tensor RowBlock(const Tensor& all, int64_t begin, int64_t end) {
+  Tensor part = Tensor::Zeros(all.dtype(), {end - begin, all.dim(1)});
+  const int64_t row_bytes = all.dim(1) * DTypeSize(all.dtype());
+  if (end > begin) {
+    std::memcpy(part.raw(), static_cast<const char*>(all.raw()) + begin * row_bytes,
+                static_cast<size_t>((end - begin) * row_bytes));
+  }
+  return part;
+}
+
+// Collective: every rank's rows of `part` [rows_r, cols] gathered in rank order into
+// [sum rows_r, cols] (counts all-gathered, blocks padded to the largest).
+absl::StatusOr<Tensor> GatherRows(comm::Communicator* comm, const Tensor& part,
+                                  const std::vector<int64_t>& rows) {
+  const int64_t cols = part.dim(1);
+  const int64_t elem = DTypeSize(part.dtype());
+  const int64_t max_rows = *std::max_element(rows.begin(), rows.end());
+  const int64_t block = std::max<int64_t>(1, max_rows * cols * elem);
+  std::vector<char> send(static_cast<size_t>(block), 0);
+  if (part.num_bytes() > 0) std::memcpy(send.data(), part.raw(), part.num_bytes());
+  std::vector<char> recv(static_cast<size_t>(block * comm->size()));
+  MOE_RETURN_IF_ERROR(comm->AllGather(send.data(), block, recv.data()));
+  int64_t total = 0;
+  for (int64_t r : rows) total += r;
+  Tensor all = Tensor::Zeros(part.dtype(), {total, cols});
+  int64_t at = 0;
+  for (int r = 0; r < comm->size(); ++r) {
+    const int64_t bytes = rows[static_cast<size_t>(r)] * cols * elem;
+    if (bytes > 0) std::memcpy(static_cast<char*>(all.raw()) + at, recv.data() + r * block, bytes);
+    at += bytes;
+  }
+  return all;
+}
+
+// `moe run --ep N`: every rank loads the layer (then keeps only its experts: KeepHeldExperts)
+// and reads the input, runs its contiguous block of tokens (TokenBlockBegin) through the
+// expert-parallel layer; rank 0 gathers the blocks and writes the output file.
+int RunEpCommand(int ep) {
+  const double timeout = absl::GetFlag(FLAGS_timeout);
+  if (!(timeout > 0)) return Fail("flag --timeout: expected seconds > 0", kExitUsageError);
+  bool quiet = false;
+  absl::StatusOr<std::unique_ptr<EpSession>> session = StartEpSession(ep, timeout, "run", &quiet);
+  if (!session.ok()) return quiet ? kExitUsageError : Fail(session.status(), kExitUsageError);
+  comm::MpiCommunicator* comm = (*session)->comm.get();
+  const int me = comm->rank();
+  auto die = [&](const absl::Status& status) {
+    Fail(absl::StrCat("rank ", me, ": ", status.message()), kExitRuntimeError);
+    std::fflush(stderr);
+    std::exit(kExitRuntimeError);  // NOTE: MPI_Finalize would wait for a failed peer
+    return kExitRuntimeError;
+  };
+  absl::StatusOr<LoadedLayer> loaded = LoadLayer();
+  if (!loaded.ok()) return die(loaded.status());
+  const config::LayerConfig config = loaded->config;
+  absl::StatusOr<comm::ReplicatedPlacement> placement =
+      EpPlacement(absl::GetFlag(FLAGS_placement), config.num_experts(), comm->size());
+  if (!placement.ok()) return die(placement.status());
+  absl::StatusOr<MoeLayerWeights> held =
+      KeepHeldExperts(config, std::move(loaded->weights), *placement, me);
+  if (!held.ok()) return die(held.status());
+  absl::StatusOr<ExpertParallelLayer> layer =
+      ExpertParallelLayer::Create(config, *std::move(held), *placement, comm);
+  if (!layer.ok()) return die(layer.status());
+  const std::string input = absl::GetFlag(FLAGS_input);
+  absl::StatusOr<Tensor> hidden = ReadHiddenStates(input, config.d_model());
+  if (!hidden.ok()) return die(hidden.status());
+  const int64_t num_tokens = hidden->dim(0);
+  const int64_t begin = TokenBlockBegin(num_tokens, comm->size(), me);
+  const int64_t end = TokenBlockBegin(num_tokens, comm->size(), me + 1);
+  const Tensor block = RowBlock(*hidden, begin, end);
+  EpStats stats;
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<LayerOutput> out = layer->Forward(block, &stats);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (!out.ok()) return die(out.status());
+  absl::StatusOr<std::vector<int64_t>> rows = GatherInts(comm, end - begin);
+  if (!rows.ok()) return die(rows.status());
+  absl::StatusOr<Tensor> output = GatherRows(comm, out->output, *rows);
+  absl::StatusOr<Tensor> ids =
+      output.ok() ? GatherRows(comm, out->topk_ids, *rows) : output.status();
+  absl::StatusOr<Tensor> weights =
+      ids.ok() ? GatherRows(comm, out->topk_weights, *rows) : ids.status();
+  if (!weights.ok()) return die(weights.status());
+  if (me != 0) return kExitOk;
+  const std::string output_path = absl::GetFlag(FLAGS_output);
+  absl::Status written = WriteSafetensors(
+      output_path, {{"output", &*output}, {"topk_ids", &*ids}, {"topk_weights", &*weights}},
+      {{"config", config.name()}, {"weights", loaded->source}, {"input", input}});
+  if (!written.ok()) return Fail(written, kExitRuntimeError);
+  std::printf(
+      "moe run --ep %d: %s (%s, E=%d, k=%d, d_model=%lld): %lld tokens in %.3f ms on rank 0 "
+      "(all-to-all %.3f ms), %lld dropped slots -> %s\n",
+      ep, loaded->source.c_str(), config.name().c_str(), config.num_experts(), config.top_k(),
+      static_cast<long long>(config.d_model()), static_cast<long long>(num_tokens), seconds * 1e3,
+      stats.alltoall_seconds() * 1e3, static_cast<long long>(stats.global_dropped_slots),
+      output_path.c_str());
+  return kExitOk;
+}
+
 }  // namespace
 
 int RunCommand(const std::vector<std::string>& positional) {
   absl::Status usage = CheckRunFlags(positional);
+  if (usage.ok() && !(absl::GetFlag(FLAGS_ep) >= 1 && absl::GetFlag(FLAGS_ep) <= 4096)) {
+    usage = absl::InvalidArgumentError("flag --ep: expected 1 to 4096");
+  }
+  if (usage.ok() && absl::GetFlag(FLAGS_ep) == 1) {
+    for (const char* flag : {"placement", "timeout"}) {
+      if (FlagGiven(flag)) {
+        usage = absl::InvalidArgumentError(absl::StrCat("flag --", flag, " needs --ep N > 1"));
+      }
+    }
+  }
   if (!usage.ok()) return Fail(usage, kExitUsageError);
+  if (absl::GetFlag(FLAGS_ep) > 1) return RunEpCommand(absl::GetFlag(FLAGS_ep));
 
   absl::StatusOr<LoadedLayer> loaded = LoadLayer();
   if (!loaded.ok()) return Fail(loaded.status(), kExitRuntimeError);

@@ -13,7 +13,7 @@ function(moe_mpi_test name src)
   target_link_libraries(${name} PRIVATE moe_test_support GTest::gtest)
   foreach(np ${ARGN})
     add_test(NAME ${name}_np${np} COMMAND ${moe_mpirun} -np ${np} $<TARGET_FILE:${name}>)
-    set_tests_properties(${name}_np${np} PROPERTIES LABELS mpi TIMEOUT 300)
+    set_tests_properties(${name}_np${np} PROPERTIES LABELS mpi TIMEOUT 300 RUN_SERIAL TRUE)
   endforeach()
 endfunction()
 
@@ -49,7 +49,7 @@ foreach(entry ${moe_fault_tests})
   endif()
   add_test(NAME ${name} COMMAND ${moe_expect_failure} ${status} ${pattern} ${moe_mpirun} ${extra}
                                 -np 3 $<TARGET_FILE:ep_fault> ${mode})
-  set_tests_properties(${name} PROPERTIES LABELS mpi TIMEOUT 60)
+  set_tests_properties(${name} PROPERTIES LABELS mpi TIMEOUT 60 RUN_SERIAL TRUE)
 endforeach()
 
 # NCCL across 2 ranks: skips (with the reason) unless each rank has its own CUDA device.

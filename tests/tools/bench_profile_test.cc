@@ -107,7 +107,7 @@ TEST(BenchProfileTest, SweepTableRoundTripsThroughCsvAndJson) {
   const std::string csv_path = TempPath("sweep.csv");
   CliResult r = RunMoe({"bench", "--config=tiny", "--sweep", "experts=4,8", "--sweep", "top_k=1,2",
                         "--hold", "active-params", "--sweep", "tokens=3,20", "--repeats=2",
-                        "--ep=2", "--steps=2", "--json", json_path, "--csv", csv_path});
+                        "--model_ranks=2", "--steps=2", "--json", json_path, "--csv", csv_path});
   ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
   const Table table = ParseTable(r.out);
   ASSERT_EQ(table.rows.size(), 8u) << r.out;
@@ -185,7 +185,7 @@ TEST(BenchProfileTest, EpBytesFollowTheFormulaOnExactRoutings) {
   // N - 1 remote ranks: 2 * d_model * 4 bytes * (N - 1); each rank gets 2 experts' slots.
   const std::string json_path = TempPath("ep.json");
   CliResult r =
-      RunMoe({"bench", "--config=tiny", "--sweep=top_k=8", "--sweep=tokens=6,11", "--ep=4",
+      RunMoe({"bench", "--config=tiny", "--sweep=top_k=8", "--sweep=tokens=6,11", "--model_ranks=4",
               "--steps=2", "--repeats=1", "--warmup=0", "--check_tokens=1", "--json", json_path});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const Json json = ReadJson(json_path);
@@ -212,7 +212,7 @@ TEST(BenchProfileTest, SweepUsageErrors) {
       {{"bench", "--config=tiny", "--sweep=heads=2"}, "--sweep"},
       {{"bench", "--config=tiny", "--sweep=tokens=2", "--tokens=3"}, "--tokens"},
       {{"bench", "--config=tiny", "--sweep=top_k=9"}, "top_k=9"},
-      {{"bench", "--config=tiny", "--ep=0"}, "--ep"},
+      {{"bench", "--config=tiny", "--model_ranks=0"}, "--model_ranks"},
       {{"bench", "--config=tiny", "--steps=0"}, "--steps"},
   };
   for (const auto& [args, name] : cases) {

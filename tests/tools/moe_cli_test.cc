@@ -34,7 +34,7 @@ TEST(MoeCliTest, CommandHelpShowsItsFlagsOnly) {
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_NE(r.out.find("--tokens"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("1e-4"), std::string::npos) << "the #wrong rule: " << r.out;
-  EXPECT_EQ(r.out.find("--model"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("--model "), std::string::npos) << r.out;
   CliResult h = RunMoe({"help", "run"});
   EXPECT_EQ(h.exit_code, 0);
   EXPECT_NE(h.out.find("--model"), std::string::npos) << h.out;

@@ -52,7 +52,7 @@ TEST_F(PlotBenchTest, DrawsEveryFigureFromASweepJson) {
   const std::string json_path = TempPath("sweep.json");
   CliResult bench = RunMoe({"bench", "--config=tiny", "--sweep=experts=4,8",
                             "--sweep=tokens=2,9,33", "--repeats=1", "--warmup=0", "--steps=3",
-                            "--ep=2", "--check_tokens=2", "--json", json_path});
+                            "--model_ranks=2", "--check_tokens=2", "--json", json_path});
   ASSERT_EQ(bench.exit_code, 0) << bench.err;
   // A balancer would add "after"; the script draws both bars when it is there.
   nlohmann::json json = nlohmann::json::parse(ReadWholeFile(json_path), nullptr, false);

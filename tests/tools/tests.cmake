@@ -24,3 +24,12 @@ if(TARGET plot_bench_test)
   endif()
   target_compile_definitions(plot_bench_test PRIVATE MOE_PYTHON3="${MOE_PYTHON3}")
 endif()
+
+# `moe bench --ep` / `moe run --ep` under mpirun: launch hint, EP columns, bitwise run output at
+# 2 and 3 ranks, rebalancing under zipf skew.
+if(MPIEXEC_EXECUTABLE)
+  add_test(NAME moe_ep_cli_test COMMAND ${CMAKE_CURRENT_LIST_DIR}/ep_cli_test.sh
+                                        $<TARGET_FILE:moe> ${MPIEXEC_EXECUTABLE})
+  set_tests_properties(moe_ep_cli_test PROPERTIES LABELS mpi RUN_SERIAL TRUE TIMEOUT 300
+                                                  PASS_REGULAR_EXPRESSION "PASS")
+endif()

@@ -1,0 +1,410 @@
+#include "tools/bench_ep.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <optional>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "comm/alltoall_perf.h"
+#include "gating/routing_skew.h"
+#include "moe/base/status_macros.h"
+#include "moe/ep_weights.h"
+#include "moe/expert_parallel_layer.h"
+#include "moe/rebalance_policy.h"
+#include "nlohmann/json.hpp"
+#include "tools/bench_check.h"
+#include "tools/cli.h"
+#include "tools/ep_session.h"
+
+namespace moe::tools {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+double MaxOverMean(const std::vector<int64_t>& v) {
+  int64_t max = 0, sum = 0;
+  for (int64_t x : v) max = std::max(max, x), sum += x;
+  return sum > 0 ? static_cast<double>(max) * static_cast<double>(v.size()) / sum : 0;
+}
+
+// --skew: the experts of every token of the row are drawn from the spec (SkewedSelection on
+// zero logits), and the token's hidden state is reshaped so that the real router selects
+// them: x = 0.1 * x + 4 * sum_j Wr[e_j] / |Wr[e_j]|^2 (random router rows are nearly
+// orthogonal, so the drawn experts' logits are ~4 and the others' ~0).
+absl::Status ApplySkew(const gating::SkewedSelection& skew, const config::LayerConfig& c,
+                       const Tensor& router, uint64_t first_token, Tensor* hidden) {
+  const int64_t t_count = hidden->dim(0), d = c.d_model(), e_count = c.num_experts();
+  std::vector<float> zeros(static_cast<size_t>(t_count * e_count), 0.0f);
+  std::vector<int32_t> ids(static_cast<size_t>(t_count * c.top_k()));
+  std::vector<float> w(ids.size());
+  MOE_RETURN_IF_ERROR(skew.Resample(c, zeros.data(), t_count, first_token, ids.data(), w.data()));
+  const float* wr = router.data<float>();
+  std::vector<double> inv_norm2(static_cast<size_t>(e_count));
+  for (int64_t e = 0; e < e_count; ++e) {
+    double s = 0;
+    for (int64_t i = 0; i < d; ++i) s += double(wr[e * d + i]) * wr[e * d + i];
+    inv_norm2[static_cast<size_t>(e)] = s > 0 ? 1.0 / s : 0;
+  }
+  float* x = hidden->data<float>();
+  for (int64_t t = 0; t < t_count; ++t) {
+    for (int64_t i = 0; i < d; ++i) x[t * d + i] *= 0.1f;
+    for (int64_t j = 0; j < c.top_k(); ++j) {
+      const int32_t e = ids[static_cast<size_t>(t * c.top_k() + j)];
+      const float scale = static_cast<float>(4.0 * inv_norm2[static_cast<size_t>(e)]);
+      for (int64_t i = 0; i < d; ++i) x[t * d + i] += scale * wr[e * d + i];
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Rows [begin, end) of a [T, d] F32 tensor.
+Tensor Rows(const Tensor& all, int64_t begin, int64_t end) {
+  Tensor part = Tensor::Zeros(DType::kF32, {end - begin, all.dim(1)});
+  if (end > begin) {
+    std::memcpy(part.raw(), all.data<float>() + begin * all.dim(1),
+                static_cast<size_t>(part.num_bytes()));
+  }
+  return part;
+}
+
+// #wrong of this rank's block: up to max_tokens of its tokens recomputed in float64 with
+// only the experts they use (generated here from the seed), ids renumbered into that set.
+absl::StatusOr<CheckResult> CheckBlock(const config::LayerConfig& c, uint64_t seed,
+                                       const Tensor& hidden, const LayerOutput& out,
+                                       int64_t max_tokens) {
+  const int64_t n = hidden.dim(0), k = c.top_k(), d = c.d_model();
+  CheckResult none;
+  if (n == 0 || max_tokens == 0) return none;
+  const int64_t m = std::min(n, max_tokens);
+  std::vector<int64_t> picked;
+  for (int64_t i = 0; i < m; ++i) picked.push_back(i * n / m);
+  std::set<int32_t> used_set;
+  const int32_t* ids = out.topk_ids.data<int32_t>();
+  for (int64_t t : picked) {
+    for (int64_t j = 0; j < k; ++j) {
+      const int32_t e = ids[t * k + j];
+      if (e >= 0 && e < c.num_experts()) used_set.insert(e);
+    }
+  }
+  const std::vector<int32_t> used(used_set.begin(), used_set.end());
+  MoeLayerWeights w = RandomLayerWeightsOfExperts(c, seed, used);
+  config::LayerConfig c2 = c;
+  c2.set_num_experts(static_cast<int32_t>(std::max<size_t>(used.size(), size_t(k))));
+  c2.clear_capacity();
+  LayerOutput sub;
+  sub.output = Tensor::Zeros(DType::kF32, {m, d});
+  sub.topk_ids = Tensor::Zeros(DType::kI32, {m, k});
+  sub.topk_weights = Tensor::Zeros(DType::kF32, {m, k});
+  Tensor sub_hidden = Tensor::Zeros(DType::kF32, {m, d});
+  for (int64_t i = 0; i < m; ++i) {
+    const int64_t t = picked[static_cast<size_t>(i)];
+    std::memcpy(sub.output.data<float>() + i * d, out.output.data<float>() + t * d, 4 * d);
+    std::memcpy(sub_hidden.data<float>() + i * d, hidden.data<float>() + t * d, 4 * d);
+    for (int64_t j = 0; j < k; ++j) {
+      const int32_t e = ids[t * k + j];
+      const auto it = std::lower_bound(used.begin(), used.end(), e);
+      sub.topk_ids.data<int32_t>()[i * k + j] =
+          it != used.end() && *it == e ? static_cast<int32_t>(it - used.begin()) : -1;
+      sub.topk_weights.data<float>()[i * k + j] = out.topk_weights.data<float>()[t * k + j];
+    }
+  }
+  return CheckLayerOutput(c2, w, sub_hidden, sub, m);
+}
+
+struct EpRow {
+  int64_t tokens = 0;
+  double seconds = 0;  // median over timed forwards of the slowest rank's forward
+  int64_t wrong = 0;
+  std::vector<int64_t> rank_load;  // [ranks] expert rows per rank, summed over steps (before)
+  std::vector<int64_t> rank_load_after;
+  std::vector<int64_t> sent, received;  // [ranks] bytes per forward
+  double a2a_seconds = 0;               // median, slowest rank
+  comm::AllToAllPerf ours;
+  comm::AllToAllComparison ceiling;
+  // --rebalance
+  bool moved = false;
+  double seconds_after = 0;
+  int64_t moved_bytes = 0;
+  double move_seconds = 0;
+  std::vector<std::vector<int64_t>> expert_load;  // [steps][experts]
+};
+
+struct Worker {
+  const EpBenchOptions& o;
+  comm::MpiCommunicator* comm;
+  std::optional<gating::SkewedSelection> skew;
+
+  absl::StatusOr<EpRow> Row(int64_t num_tokens) {
+    const config::LayerConfig& c = o.config;
+    const int n = comm->size(), me = comm->rank();
+    MOE_ASSIGN_OR_RETURN(comm::ReplicatedPlacement placement,
+                         EpPlacement(o.placement_file, c.num_experts(), n));
+    MOE_ASSIGN_OR_RETURN(
+        ExpertParallelLayer layer,
+        ExpertParallelLayer::Create(c, RandomHeldLayerWeights(c, o.row.seed, placement, me),
+                                    placement, comm));
+    std::optional<RebalancePolicy> policy;
+    const int steps = o.row.steps;
+    if (o.rebalance) {
+      RebalancePolicyOptions po;
+      po.window_steps = std::max(1, std::min(8, steps / 2));
+      po.threshold = 1.05;
+      po.min_improvement = 0.02;
+      po.planner.num_ranks = n;
+      po.planner.num_redundant = n;
+      MOE_ASSIGN_OR_RETURN(RebalancePolicy p,
+                           RebalancePolicy::Create(c.num_experts(), placement, po));
+      policy.emplace(std::move(p));
+    }
+    const int64_t begin = TokenBlockBegin(num_tokens, n, me);
+    const int64_t end = TokenBlockBegin(num_tokens, n, me + 1);
+    EpRow row;
+    row.tokens = num_tokens;
+    row.rank_load.assign(static_cast<size_t>(n), 0);
+    row.rank_load_after.assign(static_cast<size_t>(n), 0);
+    std::vector<double> before_times, after_times, a2a;
+    EpStats last;
+    for (int step = 0; step < steps; ++step) {
+      Tensor all = RandomHidden(num_tokens, c.d_model(), o.row.seed, step, o.row.normal_inputs,
+                                o.row.input_skew);
+      if (skew) {
+        MOE_RETURN_IF_ERROR(ApplySkew(*skew, c, layer.weights().router,
+                                      static_cast<uint64_t>(step * num_tokens), &all));
+      }
+      const Tensor hidden = Rows(all, begin, end);
+      if (step == 0) {
+        for (int i = 0; i < o.row.warmup; ++i) MOE_RETURN_IF_ERROR(layer.Forward(hidden).status());
+      }
+      LayerOutput out;
+      EpStats stats;
+      for (int i = 0; i < o.row.repeats; ++i) {
+        MOE_RETURN_IF_ERROR(comm->Barrier());
+        const Clock::time_point start = Clock::now();
+        MOE_ASSIGN_OR_RETURN(out, layer.Forward(hidden, &stats));
+        MOE_ASSIGN_OR_RETURN(std::vector<double> t, GatherDoubles(comm, Seconds(start)));
+        MOE_ASSIGN_OR_RETURN(std::vector<double> x, GatherDoubles(comm, stats.alltoall_seconds()));
+        (row.moved ? after_times : before_times).push_back(*std::max_element(t.begin(), t.end()));
+        a2a.push_back(*std::max_element(x.begin(), x.end()));
+      }
+      last = stats;
+      std::vector<int64_t>& load = row.moved ? row.rank_load_after : row.rank_load;
+      for (int r = 0; r < n; ++r) load[r] += stats.dispatch.rank_load[static_cast<size_t>(r)];
+      row.expert_load.push_back(stats.dispatch.expert_load);
+      if (step == 0) {
+        MOE_ASSIGN_OR_RETURN(CheckResult check,
+                             CheckBlock(c, o.row.seed, hidden, out, o.row.check_tokens));
+        int64_t wrong = check.wrong();
+        if (wrong > 0) {
+          std::fprintf(stderr, "moe bench: rank %d, %lld tokens: %lld wrong; first: %s\n", me,
+                       static_cast<long long>(num_tokens), static_cast<long long>(wrong),
+                       check.first_problem.c_str());
+        }
+        MOE_RETURN_IF_ERROR(comm->AllReduceSum(&wrong, 1));
+        row.wrong = wrong;
+      }
+      if (policy && !row.moved) {
+        RebalanceStats moved;
+        const Clock::time_point start = Clock::now();
+        MOE_ASSIGN_OR_RETURN(
+            bool did, ObserveAndRebalance(&*policy, &layer, stats.dispatch.expert_load, &moved));
+        if (did) {
+          row.moved = true;
+          row.moved_bytes = moved.move.total_bytes;
+          MOE_ASSIGN_OR_RETURN(std::vector<double> t, GatherDoubles(comm, Seconds(start)));
+          row.move_seconds = *std::max_element(t.begin(), t.end());
+        }
+      }
+    }
+    row.seconds = Median(before_times);
+    row.seconds_after = Median(after_times);
+    row.a2a_seconds = Median(a2a);
+    MOE_ASSIGN_OR_RETURN(row.sent, GatherInts(comm, last.dispatch.bytes_sent()));
+    MOE_ASSIGN_OR_RETURN(row.received, GatherInts(comm, last.dispatch.bytes_received()));
+    // nccl-tests' size: the bytes one rank sends (own part included), the mean over ranks.
+    int64_t sum_sent = 0;
+    for (int64_t s : row.sent) sum_sent += s;
+    const int64_t per_rank = sum_sent / n;
+    row.ours = comm::AllToAllBandwidth(n, per_rank, row.a2a_seconds);
+    // The ceiling: our AllToAllV and MPI_Alltoallv on equal buffers (one all-to-all's bytes per
+    // peer: the dispatch and combine are two all-to-alls of about per_rank / 2 each).
+    const int64_t per_peer = std::max<int64_t>(1, per_rank / 2 / n);
+    MOE_ASSIGN_OR_RETURN(row.ceiling, comm::CompareAllToAll(comm, per_peer, 2, 10));
+    return row;
+  }
+};
+
+std::string Loads(const std::vector<int64_t>& v) { return absl::StrJoin(v, "/"); }
+
+void PrintHeader(const EpBenchOptions& o, int n) {
+  const config::LayerConfig& c = o.config;
+  std::printf(
+      "# moe bench --ep %d: %s (E=%d, k=%d, d_model=%lld, d_ff=%lld), %d MPI ranks x %d "
+      "threads, placement %s, skew %s%s\n"
+      "# tokens split over ranks in contiguous blocks (first T %% N ranks one more); %d "
+      "step(s) x %d repeats, median of the slowest rank\n",
+      o.ep, c.name().c_str(), c.num_experts(), c.top_k(), static_cast<long long>(c.d_model()),
+      static_cast<long long>(c.d_ff()), n, omp_get_max_threads(),
+      o.placement_file.empty() ? "contiguous" : o.placement_file.c_str(),
+      o.skew.empty() ? "none (router)" : o.skew.c_str(), o.rebalance ? ", rebalance" : "",
+      o.row.steps, o.row.repeats);
+  std::printf("%7s %9s %10s %6s %-24s %7s %9s %9s %8s %8s %8s %9s %9s %6s", "tokens", "time_ms",
+              "tokens/s", "#wrong", "rank_rows", "max/mean", "sent_MB", "recv_MB", "a2a_ms",
+              "algbw", "busbw", "a2a_busbw", "mpi_busbw", "ratio");
+  if (o.rebalance) {
+    std::printf(" %8s %8s %10s %10s %8s %8s", "mm_bef", "mm_aft", "tok/s_bef", "tok/s_aft",
+                "moved_MB", "move_ms");
+  }
+  std::printf("\n");
+}
+
+void PrintRow(const EpBenchOptions& o, const EpRow& r) {
+  int64_t max_sent = 0, max_recv = 0;
+  for (int64_t s : r.sent) max_sent = std::max(max_sent, s);
+  for (int64_t s : r.received) max_recv = std::max(max_recv, s);
+  std::printf(
+      "%7lld %9.3f %10.1f %6lld %-24s %7.3f %9.3f %9.3f %8.3f %8.3f %8.3f %9.3f %9.3f %6.2f",
+      static_cast<long long>(r.tokens), r.seconds * 1e3, r.tokens / r.seconds,
+      static_cast<long long>(r.wrong), Loads(r.rank_load).c_str(), MaxOverMean(r.rank_load),
+      max_sent / 1e6, max_recv / 1e6, r.a2a_seconds * 1e3, r.ours.algbw_gbps, r.ours.busbw_gbps,
+      r.ceiling.ours.busbw_gbps, r.ceiling.mpi.busbw_gbps, r.ceiling.ratio());
+  if (o.rebalance) {
+    std::printf(" %8.3f %8s %10.1f %10s %8.3f %8.3f", MaxOverMean(r.rank_load),
+                r.moved ? absl::StrFormat("%.3f", MaxOverMean(r.rank_load_after)).c_str() : "-",
+                r.tokens / r.seconds,
+                r.moved ? absl::StrFormat("%.1f", r.tokens / r.seconds_after).c_str() : "-",
+                r.moved_bytes / 1e6, r.move_seconds * 1e3);
+  }
+  std::printf("\n");
+  std::fflush(stdout);
+}
+
+void PrintFooter() {
+  std::printf(
+      "# rank_rows: expert rows each rank computed (all steps before any rebalance); sent/recv: "
+      "the largest rank's bytes per forward (dispatch + combine)\n"
+      "# algbw = bytes a rank sends per forward (mean over ranks, own part included) / a2a "
+      "time (in the forward: includes waiting for slower ranks); busbw = algbw * (n-1)/n "
+      "(nccl-tests alltoall)\n# a2a_busbw / mpi_busbw: our AllToAllV and MPI_Alltoallv alone, "
+      "alternating, on equal buffers of one all-to-all's bytes (CompareAllToAll); ratio = "
+      "a2a_busbw / mpi_busbw\n");
+}
+
+absl::Status WriteJson(const EpBenchOptions& o, int n, const std::vector<EpRow>& rows) {
+  nlohmann::ordered_json json;
+  json["context"] = {{"config", o.config.name()},
+                     {"config_source", o.config_source},
+                     {"ranks", n},
+                     {"ep_ranks", n},
+                     {"threads", omp_get_max_threads()},
+                     {"steps", o.row.steps},
+                     {"repeats", o.row.repeats},
+                     {"seed", o.row.seed},
+                     {"skew", o.skew},
+                     {"placement", o.placement_file},
+                     {"rebalance", o.rebalance}};
+  json["rows"] = nlohmann::ordered_json::array();
+  for (const EpRow& r : rows) {
+    nlohmann::ordered_json row = {{"config", o.config.name()},
+                                  {"experts", o.config.num_experts()},
+                                  {"top_k", o.config.top_k()},
+                                  {"d_model", o.config.d_model()},
+                                  {"d_ff", o.config.d_ff()},
+                                  {"tokens", r.tokens},
+                                  {"seconds", r.seconds},
+                                  {"tokens_per_s", r.tokens / r.seconds},
+                                  {"wrong", r.wrong},
+                                  {"ep_ranks", n},
+                                  {"bytes_sent", r.sent},
+                                  {"bytes_received", r.received},
+                                  {"alltoall_ms", r.a2a_seconds * 1e3},
+                                  {"algbw_gbps", r.ours.algbw_gbps},
+                                  {"busbw_gbps", r.ours.busbw_gbps},
+                                  {"a2a_busbw_gbps", r.ceiling.ours.busbw_gbps},
+                                  {"mpi_busbw_gbps", r.ceiling.mpi.busbw_gbps},
+                                  {"a2a_over_mpi", r.ceiling.ratio()},
+                                  {"load_max_over_mean", MaxOverMean(r.rank_load)},
+                                  {"expert_load", r.expert_load}};
+    row["rank_load"] = {{"before", r.rank_load},
+                        {"placement", o.placement_file.empty() ? "contiguous" : o.placement_file}};
+    if (r.moved) {
+      row["rank_load"]["after"] = r.rank_load_after;
+      row["tokens_per_s_after"] = r.tokens / r.seconds_after;
+      row["moved_bytes"] = r.moved_bytes;
+      row["move_ms"] = r.move_seconds * 1e3;
+    }
+    json["rows"].push_back(row);
+  }
+  FILE* f = std::fopen(o.json.c_str(), "w");
+  if (f == nullptr) return absl::NotFoundError(absl::StrCat("--json ", o.json, ": cannot write"));
+  const std::string text = json.dump(2) + "\n";
+  std::fwrite(text.data(), 1, text.size(), f);
+  std::fclose(f);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int RunEpBench(const EpBenchOptions& o) {
+  bool quiet = false;
+  absl::StatusOr<std::unique_ptr<EpSession>> ep =
+      StartEpSession(o.ep, o.timeout_seconds, "bench", &quiet);
+  if (!ep.ok()) return quiet ? kExitUsageError : Fail(ep.status(), kExitUsageError);
+  comm::MpiCommunicator* comm = (*ep)->comm.get();
+  const bool root = comm->rank() == 0;
+  Worker worker{o, comm, std::nullopt};
+  if (!o.skew.empty()) {
+    absl::StatusOr<gating::SkewSpec> spec = gating::ParseSkewSpec(o.skew);
+    absl::StatusOr<gating::SkewedSelection> sel =
+        spec.ok() ? gating::SkewedSelection::Create(*spec, o.config.num_experts(), o.config.top_k(),
+                                                    o.row.seed)
+                  : absl::StatusOr<gating::SkewedSelection>(spec.status());
+    if (!sel.ok()) return root ? Fail(sel.status(), kExitUsageError) : kExitUsageError;
+    worker.skew.emplace(*std::move(sel));
+  }
+  if (root) PrintHeader(o, comm->size());
+  std::vector<EpRow> rows;
+  int64_t wrong = 0;
+  for (int64_t t : o.tokens) {
+    absl::StatusOr<EpRow> row = worker.Row(t);
+    if (!row.ok()) {
+      Fail(absl::StrCat("rank ", comm->rank(), ": tokens=", t, ": ", row.status().message()),
+           kExitRuntimeError);
+      std::fflush(stderr);
+      std::exit(kExitRuntimeError);  // NOTE: MPI_Finalize would wait for a failed peer
+    }
+    if (root) PrintRow(o, *row);
+    wrong += row->wrong;
+    rows.push_back(*std::move(row));
+  }
+  if (root) PrintFooter();
+  if (root && !o.json.empty()) {
+    absl::Status written = WriteJson(o, comm->size(), rows);
+    if (!written.ok()) return Fail(written, kExitRuntimeError);
+  }
+  if (wrong > 0) {
+    return root ? Fail(absl::StrCat(wrong, " wrong results (see #wrong)"), kExitRuntimeError)
+                : kExitRuntimeError;
+  }
+  return kExitOk;
+}
+
+}  // namespace moe::tools
