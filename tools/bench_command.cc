@@ -114,7 +114,7 @@ absl::StatusOr<BenchOptions> ParseBenchOptions(const std::vector<std::string>& p
   o.ep = absl::GetFlag(FLAGS_ep);
   MOE_RETURN_IF_ERROR(CheckRange("ep", o.ep, 1, 4096));
   if (o.ep > 1) {
-    for (const char* flag : {"sweep", "hold", "csv", "trace", "model_ranks"}) {
+    for (const char* flag : {"sweep", "hold", "csv", "model_ranks"}) {
       if (FlagGiven(flag)) {
         return absl::InvalidArgumentError(
             absl::StrCat("flag --", flag, " is not supported with --ep"));
@@ -188,6 +188,7 @@ int BenchCommand(const std::vector<std::string>& positional) {
     ep.skew = absl::GetFlag(FLAGS_skew);
     ep.rebalance = absl::GetFlag(FLAGS_rebalance);
     ep.json = o.json;
+    ep.trace = o.trace;
     return RunEpBench(ep);
   }
   absl::StatusOr<std::vector<SweepPoint>> points = ExpandSweep(*config, o.sweep, o.hold);

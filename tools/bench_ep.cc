@@ -16,6 +16,7 @@
 #include "comm/alltoall_perf.h"
 #include "gating/routing_skew.h"
 #include "moe/base/status_macros.h"
+#include "moe/base/trace.h"
 #include "moe/ep_weights.h"
 #include "moe/expert_parallel_layer.h"
 #include "moe/rebalance_policy.h"
@@ -363,6 +364,44 @@ absl::Status WriteJson(const EpBenchOptions& o, int n, const std::vector<EpRow>&
 
 }  // namespace
 
+// Gathers every rank's trace on rank 0 and writes them there as one file: the traceEvents of
+// all ranks (pid = rank) in one array.
+absl::Status WriteMergedTrace(comm::MpiCommunicator* comm, const std::string& path) {
+  const std::string mine = trace::ToJson();
+  const int n = comm->size();
+  std::vector<int64_t> lengths(static_cast<size_t>(n));
+  const int64_t my_length = static_cast<int64_t>(mine.size());
+  MOE_RETURN_IF_ERROR(comm->AllGather(&my_length, sizeof(int64_t), lengths.data()));
+  const int64_t width = *std::max_element(lengths.begin(), lengths.end());
+  std::string padded = mine;
+  padded.resize(static_cast<size_t>(width), ' ');
+  std::string all(static_cast<size_t>(width * n), ' ');
+  MOE_RETURN_IF_ERROR(comm->AllGather(padded.data(), width, all.data()));
+  if (comm->rank() != 0) return absl::OkStatus();
+  nlohmann::json merged = nlohmann::json::parse(all.substr(0, static_cast<size_t>(lengths[0])),
+                                                nullptr, /*allow_exceptions=*/false);
+  if (merged.is_discarded() || !merged.contains("traceEvents")) {
+    return absl::InternalError("rank 0's trace is not valid JSON");
+  }
+  for (int r = 1; r < n; ++r) {
+    const nlohmann::json other = nlohmann::json::parse(
+        all.substr(static_cast<size_t>(r * width), static_cast<size_t>(lengths[r])), nullptr,
+        /*allow_exceptions=*/false);
+    if (other.is_discarded() || !other.contains("traceEvents")) {
+      return absl::InternalError(absl::StrCat("rank ", r, "'s trace is not valid JSON"));
+    }
+    for (const nlohmann::json& event : other["traceEvents"]) merged["traceEvents"].push_back(event);
+  }
+  FILE* f = std::fopen(path.c_str(), "w");
+  if (f == nullptr) return absl::NotFoundError(absl::StrCat("--trace ", path, ": cannot write"));
+  const std::string text = merged.dump() + "\n";
+  const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  if (std::fclose(f) != 0 || !ok) {
+    return absl::DataLossError(absl::StrCat("--trace ", path, ": write failed"));
+  }
+  return absl::OkStatus();
+}
+
 int RunEpBench(const EpBenchOptions& o) {
   bool quiet = false;
   absl::StatusOr<std::unique_ptr<EpSession>> ep =
@@ -381,6 +420,7 @@ int RunEpBench(const EpBenchOptions& o) {
     worker.skew.emplace(*std::move(sel));
   }
   if (root) PrintHeader(o, comm->size());
+  if (!o.trace.empty()) trace::Enable();
   std::vector<EpRow> rows;
   int64_t wrong = 0;
   for (int64_t t : o.tokens) {
@@ -396,6 +436,11 @@ int RunEpBench(const EpBenchOptions& o) {
     rows.push_back(*std::move(row));
   }
   if (root) PrintFooter();
+  if (!o.trace.empty()) {
+    trace::Disable();
+    absl::Status written = WriteMergedTrace(comm, o.trace);
+    if (!written.ok()) return root ? Fail(written, kExitRuntimeError) : kExitRuntimeError;
+  }
   if (root && !o.json.empty()) {
     absl::Status written = WriteJson(o, comm->size(), rows);
     if (!written.ok()) return Fail(written, kExitRuntimeError);

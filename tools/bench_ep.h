@@ -23,6 +23,7 @@ struct EpBenchOptions {
   std::string skew;            // "" = the router's own selection
   bool rebalance = false;
   std::string json;
+  std::string trace;  // every rank's events merged into one file by rank 0; "" = none
 };
 
 // Runs the EP bench (every rank calls it); rank 0 prints the table. Returns the exit code.

@@ -31,15 +31,18 @@ ABSL_FLAG(int32_t, layer, -1, "Decoder layer index to load from --model.");
 ABSL_FLAG(std::string, input, "",
           "Input safetensors file holding hidden_states [num_tokens, d_model], F32 or BF16.");
 ABSL_FLAG(std::string, output, "",
-          "Output safetensors file: output [num_tokens, d_model] F32, topk_ids [num_tokens, "
-          "top_k] I32, topk_weights [num_tokens, top_k] F32.");
+          "run: output safetensors file: output [num_tokens, d_model] F32, topk_ids [num_tokens, "
+          "top_k] I32, topk_weights [num_tokens, top_k] F32. plan: the placement, written as "
+          "text-format configs/placement.proto.");
 ABSL_FLAG(int32_t, threads, 0, "OpenMP threads; 0 = all cores (or OMP_NUM_THREADS).");
-ABSL_FLAG(uint64_t, seed, 1, "Seed of the random weights (and of bench's inputs).");
+ABSL_FLAG(
+    uint64_t, seed, 1,
+    "Seed of the random weights and of bench's inputs; plan/sim: of the --skew expert order.");
 ABSL_FLAG(std::string, dtype, "",
           "Storage dtype of the written weights: f32 or bf16; default the config's weight_dtype.");
 ABSL_FLAG(std::string, tokens, "",
-          "Comma-separated token counts, one table row each. Default " MOE_DEFAULT_BENCH_TOKENS
-          ".");
+          "Comma-separated token counts, one table row each (sim: tokens per rank). bench "
+          "default " MOE_DEFAULT_BENCH_TOKENS ".");
 ABSL_FLAG(int32_t, repeats, 5, "Timed forwards per row; the median is reported.");
 ABSL_FLAG(int32_t, warmup, 1, "Untimed forwards before the timed ones, per row.");
 ABSL_FLAG(std::string, json, "",

@@ -22,7 +22,16 @@ grep -q "needs 2 MPI ranks" "$dir/err" || fail "wrong world size: $(cat "$dir/er
 
 # 2. bench --ep 2: the EP columns and 0 wrong on every row.
 "${mpirun[@]}" -np 2 "$moe" bench --config tiny --ep 2 --tokens 1,7,33 --json "$dir/ep.json" \
-  >"$dir/out" 2>"$dir/err" || fail "bench --ep 2: $(cat "$dir/err")"
+  --trace "$dir/trace.json" >"$dir/out" 2>"$dir/err" || fail "bench --ep 2: $(cat "$dir/err")"
+# The merged trace: one JSON file, a track per rank (pid), the EP stages on each.
+python3 - "$dir/trace.json" <<'PY' || fail "bad merged trace"
+import json, sys
+events = json.load(open(sys.argv[1]))["traceEvents"]
+for pid in (0, 1):
+    names = {e["name"] for e in events if e.get("pid") == pid and e.get("ph") == "X"}
+    missing = {"route", "plan", "dispatch", "experts", "combine"} - names
+    assert not missing, (pid, missing)
+PY
 for col in rank_rows max/mean sent_MB recv_MB a2a_ms algbw busbw mpi_busbw ratio; do
   grep -q "$col" "$dir/out" || fail "no column $col: $(cat "$dir/out")"
 done
