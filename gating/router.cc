@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "configs/layer_config.h"
 #include "kernels/cpu/matmul.h"
+#include "kernels/cpu/softmax.h"
 #include "kernels/cpu/topk.h"
 
 namespace moe::gating {
@@ -22,17 +23,6 @@ bool AllFinite(const float* x, int64_t n) {
     if (!std::isfinite(x[i])) return false;
   }
   return true;
-}
-
-void Softmax(const float* logits, int32_t n, float* out) {
-  float max = logits[0];
-  for (int32_t i = 1; i < n; ++i) max = logits[i] > max ? logits[i] : max;
-  float sum = 0.0f;
-  for (int32_t i = 0; i < n; ++i) {
-    out[i] = std::exp(logits[i] - max);
-    sum += out[i];
-  }
-  for (int32_t i = 0; i < n; ++i) out[i] /= sum;
 }
 
 // Excludes (sets to -inf) the experts of every group not among the topk_groups best.
@@ -123,7 +113,7 @@ absl::Status Route(const config::LayerConfig& config, const RouterInputs& in,
         }
       } else {
         if (softmax) {
-          Softmax(logits, num_experts, scores.data());
+          kernels::Softmax(logits, num_experts, scores.data());
         } else {
           for (int32_t e = 0; e < num_experts; ++e) {
             scores[e] = 1.0f / (1.0f + std::exp(-logits[e]));
@@ -137,7 +127,7 @@ absl::Status Route(const config::LayerConfig& config, const RouterInputs& in,
       kernels::TopK(choice.data(), num_experts, top_k, ids);
       if (topk_first) {
         for (int32_t j = 0; j < top_k; ++j) selected[j] = logits[ids[j]];
-        Softmax(selected.data(), top_k, weights);
+        kernels::Softmax(selected.data(), top_k, weights);
       } else {
         for (int32_t j = 0; j < top_k; ++j) weights[j] = scores[ids[j]];
       }

@@ -11,6 +11,7 @@
 #include "absl/strings/str_split.h"
 #include "configs/layer_config.h"
 #include "gating/load_stats.h"
+#include "kernels/cpu/softmax.h"
 
 namespace moe::gating {
 namespace {
@@ -40,17 +41,6 @@ class SplitMix64 {
 absl::Status SpecError(absl::string_view text, absl::string_view why) {
   return absl::InvalidArgumentError(absl::StrCat(
       "--skew '", text, "': ", why, " (expected uniform, zipf:S, hot:N:P or trace:FILE)"));
-}
-
-void SoftmaxInPlace(float* x, int32_t n) {
-  float max = x[0];
-  for (int32_t i = 1; i < n; ++i) max = x[i] > max ? x[i] : max;
-  float sum = 0.0f;
-  for (int32_t i = 0; i < n; ++i) {
-    x[i] = std::exp(x[i] - max);
-    sum += x[i];
-  }
-  for (int32_t i = 0; i < n; ++i) x[i] /= sum;
 }
 
 }  // namespace
@@ -266,7 +256,7 @@ absl::Status SkewedSelection::Resample(const config::LayerConfig& config, const 
       std::copy(row, row + num_experts, scores.begin());
       if (!topk_first) {
         if (softmax) {
-          SoftmaxInPlace(scores.data(), num_experts);
+          kernels::Softmax(scores.data(), num_experts, scores.data());
         } else {
           for (float& s : scores) s = 1.0f / (1.0f + std::exp(-s));
         }
@@ -280,7 +270,7 @@ absl::Status SkewedSelection::Resample(const config::LayerConfig& config, const 
         ids[j] = picked[static_cast<size_t>(j)];
         selected[static_cast<size_t>(j)] = scores[static_cast<size_t>(ids[j])];
       }
-      if (topk_first) SoftmaxInPlace(selected.data(), k);
+      if (topk_first) kernels::Softmax(selected.data(), k, selected.data());
       for (int32_t j = 0; j < k; ++j) weights[j] = selected[static_cast<size_t>(j)];
       if (r.renormalize()) {
         float sum = 1e-20f;

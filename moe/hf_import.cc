@@ -22,30 +22,6 @@ namespace {
 // The largest config.json accepted, in bytes.
 constexpr size_t kMaxHfConfigBytes = size_t{16} << 20;
 
-absl::StatusOr<std::string> ReadConfigFile(const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (f == nullptr) {
-    const int error = errno;
-    return absl::Status(absl::ErrnoToStatusCode(error),
-                        absl::StrCat(path, ": cannot open: ", std::strerror(error)));
-  }
-  std::string text;
-  char buffer[1 << 16];
-  size_t n;
-  while ((n = std::fread(buffer, 1, sizeof(buffer), f)) > 0) {
-    text.append(buffer, n);
-    if (text.size() > kMaxHfConfigBytes) {
-      std::fclose(f);
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ": larger than the limit of ", kMaxHfConfigBytes, " bytes"));
-    }
-  }
-  const bool failed = std::ferror(f) != 0;
-  std::fclose(f);
-  if (failed) return absl::DataLossError(absl::StrCat(path, ": read error"));
-  return text;
-}
-
 // One tensor to read: its name and shape in the checkpoint, and where its float32 values go.
 struct Wanted {
   std::string name;
@@ -114,7 +90,7 @@ absl::Status Allocate(const config::LayerConfig& c, MoeLayerWeights& w) {
 
 absl::StatusOr<HfLayer> LoadHfLayer(const std::string& model_dir, int layer) {
   const std::string config_path = absl::StrCat(model_dir, "/config.json");
-  MOE_ASSIGN_OR_RETURN(std::string text, ReadConfigFile(config_path));
+  MOE_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(config_path, kMaxHfConfigBytes));
   HfLayer result;
   MOE_ASSIGN_OR_RETURN(result.config, ImportHfConfig(text, layer, config_path));
   const config::LayerConfig& c = result.config;

@@ -36,6 +36,14 @@ mode_t FileMode(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 ? st.st_mode : 0;
 }
 
+bool IsPlainFileName(const std::string& name) {
+  return !name.empty() && name.find('/') == std::string::npos &&
+         name.find('\\') == std::string::npos && name.find('\0') == std::string::npos &&
+         !absl::StrContains(name, "..") && name != ".";
+}
+
+}  // namespace
+
 absl::StatusOr<std::string> ReadSmallFile(const std::string& path, uint64_t max_bytes) {
   std::FILE* f = std::fopen(path.c_str(), "rb");
   if (f == nullptr) {
@@ -59,14 +67,6 @@ absl::StatusOr<std::string> ReadSmallFile(const std::string& path, uint64_t max_
   if (failed) return absl::DataLossError(absl::StrCat(path, ": read error"));
   return text;
 }
-
-bool IsPlainFileName(const std::string& name) {
-  return !name.empty() && name.find('/') == std::string::npos &&
-         name.find('\\') == std::string::npos && name.find('\0') == std::string::npos &&
-         !absl::StrContains(name, "..") && name != ".";
-}
-
-}  // namespace
 
 struct Checkpoint::State {
   std::string path;  // the single file or the index

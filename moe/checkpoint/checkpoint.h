@@ -14,6 +14,11 @@
 
 namespace moe {
 
+// The whole of a small file (a JSON index or config). The error names the path: the errno
+// status when it cannot be opened, kInvalidArgument when it holds more than max_bytes,
+// kDataLoss on a read error.
+absl::StatusOr<std::string> ReadSmallFile(const std::string& path, uint64_t max_bytes);
+
 // Read access to the tensors of a checkpoint. Shard files are mapped lazily: only those holding a
 // requested tensor are opened (and validated) on first use, and stay mapped while the Checkpoint
 // lives. Movable, not copyable. Thread-safe: const methods may be called concurrently.
