@@ -6,7 +6,7 @@
 
 namespace moe::comm {
 
-absl::Status ValidateAllToAllV(int num_ranks, const std::vector<int64_t>& send_counts,
+absl::Status ValidateAllToAllV(int num_ranks, int rank, const std::vector<int64_t>& send_counts,
                                const std::vector<int64_t>& send_offsets,
                                const std::vector<int64_t>& recv_counts,
                                const std::vector<int64_t>& recv_offsets) {
@@ -20,6 +20,12 @@ absl::Status ValidateAllToAllV(int num_ranks, const std::vector<int64_t>& send_c
       return absl::InvalidArgumentError("AllToAllV: negative count or offset");
     }
   }
+  const size_t self = static_cast<size_t>(rank);
+  if (send_counts[self] != recv_counts[self]) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("AllToAllV: rank ", rank, " sends ", send_counts[self],
+                     " bytes to itself but expects ", recv_counts[self]));
+  }
   return absl::OkStatus();
 }
 
@@ -27,13 +33,9 @@ absl::Status LocalCommunicator::AllToAllV(const void* send, const std::vector<in
                                           const std::vector<int64_t>& send_offsets, void* recv,
                                           const std::vector<int64_t>& recv_counts,
                                           const std::vector<int64_t>& recv_offsets) {
-  absl::Status valid = ValidateAllToAllV(1, send_counts, send_offsets, recv_counts, recv_offsets);
+  absl::Status valid =
+      ValidateAllToAllV(1, 0, send_counts, send_offsets, recv_counts, recv_offsets);
   if (!valid.ok()) return valid;
-  if (send_counts[0] != recv_counts[0]) {
-    return absl::InvalidArgumentError(absl::StrCat("AllToAllV: rank 0 sends ", send_counts[0],
-                                                   " bytes to itself but expects ",
-                                                   recv_counts[0]));
-  }
   if (send_counts[0] > 0) {
     std::memmove(static_cast<char*>(recv) + recv_offsets[0],
                  static_cast<const char*>(send) + send_offsets[0],

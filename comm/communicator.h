@@ -49,9 +49,10 @@ class Communicator {
   virtual absl::Status Barrier() = 0;
 };
 
-// Checks AllToAllV's arguments for `num_ranks` ranks: kInvalidArgument when a vector is not
-// num_ranks long or a count or offset is negative.
-absl::Status ValidateAllToAllV(int num_ranks, const std::vector<int64_t>& send_counts,
+// Checks AllToAllV's arguments on `rank` of `num_ranks` ranks: kInvalidArgument when a vector
+// is not num_ranks long, a count or offset is negative, or the bytes the rank sends itself
+// differ from those it expects from itself.
+absl::Status ValidateAllToAllV(int num_ranks, int rank, const std::vector<int64_t>& send_counts,
                                const std::vector<int64_t>& send_offsets,
                                const std::vector<int64_t>& recv_counts,
                                const std::vector<int64_t>& recv_offsets);

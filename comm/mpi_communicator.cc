@@ -216,12 +216,7 @@ absl::Status MpiCommunicator::AllToAllV(const void* send, const std::vector<int6
                                         const std::vector<int64_t>& recv_counts,
                                         const std::vector<int64_t>& recv_offsets) {
   MOE_RETURN_IF_ERROR(
-      ValidateAllToAllV(size_, send_counts, send_offsets, recv_counts, recv_offsets));
-  if (send_counts[rank_] != recv_counts[rank_]) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("AllToAllV: rank ", rank_, " sends ", send_counts[rank_],
-                     " bytes to itself but expects ", recv_counts[rank_]));
-  }
+      ValidateAllToAllV(size_, rank_, send_counts, send_offsets, recv_counts, recv_offsets));
   std::vector<Transfer> recvs;
   std::vector<Transfer> sends;
   char* recv_bytes = static_cast<char*>(recv);

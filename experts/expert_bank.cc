@@ -70,36 +70,24 @@ absl::Status RunExperts(const ExpertWeights& w, config::Activation activation,
         scope.Arg("rows", m);
         scope.Arg("first_row", item.row_begin);
         scope.Arg("flop", 2 * m * d_model * d_ff * (gated ? 2 : 1));
+        // out[m, d_ff] = x . weight_e^T for this expert's [d_ff, d_model] block.
+        const auto project = [&](const Tensor& weight, float* out) {
+          kernels::MatmulNT({.a = x,
+                             .lda = d_model,
+                             .b = weight.data<float>() + expert_in,
+                             .ldb = d_model,
+                             .c = out,
+                             .ldc = d_ff,
+                             .m = m,
+                             .n = d_ff,
+                             .k = d_model});
+        };
         if (gated) {
-          kernels::MatmulNT({.a = x,
-                             .lda = d_model,
-                             .b = w.gate.data<float>() + expert_in,
-                             .ldb = d_model,
-                             .c = h.data(),
-                             .ldc = d_ff,
-                             .m = m,
-                             .n = d_ff,
-                             .k = d_model});
-          kernels::MatmulNT({.a = x,
-                             .lda = d_model,
-                             .b = w.up.data<float>() + expert_in,
-                             .ldb = d_model,
-                             .c = u.data(),
-                             .ldc = d_ff,
-                             .m = m,
-                             .n = d_ff,
-                             .k = d_model});
+          project(w.gate, h.data());
+          project(w.up, u.data());
           kernels::ApplyGatedActivation(kind, h.data(), u.data(), m * d_ff);
         } else {
-          kernels::MatmulNT({.a = x,
-                             .lda = d_model,
-                             .b = w.up.data<float>() + expert_in,
-                             .ldb = d_model,
-                             .c = h.data(),
-                             .ldc = d_ff,
-                             .m = m,
-                             .n = d_ff,
-                             .k = d_model});
+          project(w.up, h.data());
           kernels::ApplyActivation(kind, h.data(), m * d_ff);
         }
       }
