@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "moe/base/status_macros.h"
 
 namespace moe::kernels::cuda {
 
