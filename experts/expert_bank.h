@@ -1,11 +1,14 @@
-// Runs the experts' feed-forward networks over their rows (the CPU grouped GEMM).
+// Runs the experts' feed-forward networks over their rows (the CPU grouped GEMM): RunExperts is
+// the plain version; ExpertBank runs the packed kernels (experts/packed_experts.h).
 #pragma once
 
 #include <cstdint>
+#include <memory>
 
 #include "absl/status/status.h"
 #include "configs/moe_config.pb.h"
 #include "experts/expert_weights.h"
+#include "kernels/cpu/packed_weights.h"
 
 namespace moe::experts {
 
@@ -21,5 +24,42 @@ struct ExpertBatch {
 // result is independent of the split, the thread count and the other rows.
 absl::Status RunExperts(const ExpertWeights& w, config::Activation activation,
                         const ExpertBatch& batch);
+
+struct PackedExperts;
+struct WorkspacePool;
+
+// How a layer's experts run.
+struct ExpertKernelOptions {
+  kernels::WeightFormat weight_format = kernels::WeightFormat::kF32;  // packed at load
+  bool plain = false;  // RunExperts on the F32 weights (the reference; weight_format ignored)
+};
+
+// A set of experts ready to run: packed (and quantized) once at creation, with a pool of
+// workspaces so that steady-state calls allocate nothing. Copies share the packed weights.
+// Run is thread-safe (concurrent calls take separate workspaces).
+class ExpertBank {
+ public:
+  ExpertBank() = default;
+  static ExpertBank Create(const ExpertWeights& w, config::Activation activation,
+                           const ExpertKernelOptions& options);
+
+  // Runs `batch`. `plain` must be the weights the bank was created from (read in plain mode).
+  absl::Status Run(const ExpertWeights& plain, const ExpertBatch& batch) const;
+
+  // Sizes a workspace for `max_rows` rows ahead of the first call.
+  void Reserve(int64_t max_rows) const;
+
+  const ExpertKernelOptions& options() const { return options_; }
+  // Bytes one expert's weights stream per pass in this bank's format.
+  int64_t ExpertBytes() const;
+  // The F32 weights the bank computes with (quantized values for INT8/INT4); plain mode: empty.
+  ExpertWeights EffectiveWeights() const;
+
+ private:
+  ExpertKernelOptions options_;
+  config::Activation activation_ = config::ACTIVATION_SWIGLU;
+  std::shared_ptr<const PackedExperts> packed_;
+  std::shared_ptr<WorkspacePool> pool_;
+};
 
 }  // namespace moe::experts

@@ -75,6 +75,14 @@ absl::StatusOr<ExpertParallelLayer> ExpertParallelLayer::Create(config::LayerCon
                              options);
 }
 
+void ExpertParallelLayer::PackBanks() {
+  const config::Activation activation = config_.activation();
+  routed_ = experts::ExpertBank::Create(weights_.experts, activation, options_.experts);
+  if (config::SharedExpertsDff(config_) > 0) {
+    shared_ = experts::ExpertBank::Create(weights_.shared, activation, options_.experts);
+  }
+}
+
 absl::Status ExpertParallelLayer::Rebalance(comm::ReplicatedPlacement next, RebalanceStats* stats) {
   const Clock::time_point start = Clock::now();
   MOE_RETURN_IF_ERROR(comm::ValidateReplicaStructure(next, config_.num_experts(), comm_->size()));
@@ -92,6 +100,7 @@ absl::Status ExpertParallelLayer::Rebalance(comm::ReplicatedPlacement next, Reba
                        comm::Dispatcher::Create(comm_, std::move(next), config_.d_model(),
                                                 config_.top_k(), options_.dispatcher));
   weights_.experts = UnpackExpertBlocks(moved.data(), num_held, weights_.experts);
+  PackBanks();
   dispatcher_ = std::move(dispatcher);
   st.seconds = SecondsSince(start);
   if (stats != nullptr) *stats = st;
@@ -207,12 +216,11 @@ absl::StatusOr<LayerOutput> ExpertParallelLayer::Forward(const Tensor& hidden_st
   {
     trace::TraceScope scope("experts", "stage");
     scope.Arg("rows", rows.rows.dim(0));
-    MOE_RETURN_IF_ERROR(experts::RunExperts(weights_.experts, c.activation(),
-                                            {.rows = rows.rows.data<float>(),
-                                             .offsets = rows.offsets.data(),
-                                             .out = expert_out.data<float>()}));
+    MOE_RETURN_IF_ERROR(routed_.Run(weights_.experts, {.rows = rows.rows.data<float>(),
+                                                       .offsets = rows.offsets.data(),
+                                                       .out = expert_out.data<float>()}));
     trace::TraceScope shared_scope("shared_experts", "stage");
-    MOE_ASSIGN_OR_RETURN(shared, stages::RunSharedExperts(c, weights_, hidden));
+    MOE_ASSIGN_OR_RETURN(shared, stages::RunSharedExperts(c, weights_, shared_, hidden));
   }
   t.experts = SecondsSince(start);
 

@@ -18,7 +18,8 @@
 namespace moe {
 
 struct EpOptions {
-  comm::DispatcherOptions dispatcher;  // e.g. max_tokens_per_rank
+  comm::DispatcherOptions dispatcher;    // e.g. max_tokens_per_rank
+  experts::ExpertKernelOptions experts;  // kernels and weight format of the local experts
 };
 
 // What one expert-parallel forward measured. Counts cover all ranks; times and bytes are this
@@ -109,13 +110,19 @@ class ExpertParallelLayer {
         weights_(std::move(weights)),
         comm_(comm),
         dispatcher_(std::move(dispatcher)),
-        options_(options) {}
+        options_(options) {
+    PackBanks();
+  }
+  // (Re)builds routed_ and shared_ from weights_.
+  void PackBanks();
 
   config::LayerConfig config_;
   MoeLayerWeights weights_;
   comm::Communicator* comm_;
   comm::Dispatcher dispatcher_;
   EpOptions options_;
+  experts::ExpertBank routed_;
+  experts::ExpertBank shared_;
 };
 
 }  // namespace moe

@@ -62,6 +62,7 @@ absl::Status RouteTokens(const config::LayerConfig& c, const MoeLayerWeights& we
 
 absl::StatusOr<SharedExpertsOutput> RunSharedExperts(const config::LayerConfig& c,
                                                      const MoeLayerWeights& weights,
+                                                     const experts::ExpertBank& shared_bank,
                                                      const Tensor& hidden) {
   SharedExpertsOutput shared;
   if (config::SharedExpertsDff(c) == 0) return shared;
@@ -69,8 +70,8 @@ absl::StatusOr<SharedExpertsOutput> RunSharedExperts(const config::LayerConfig& 
   const int64_t d_model = c.d_model();
   shared.out = Tensor::Zeros(DType::kF32, {num_tokens, d_model});
   const int64_t shared_offsets[2] = {0, num_tokens};
-  MOE_RETURN_IF_ERROR(experts::RunExperts(
-      weights.shared, c.activation(),
+  MOE_RETURN_IF_ERROR(shared_bank.Run(
+      weights.shared,
       {.rows = hidden.data<float>(), .offsets = shared_offsets, .out = shared.out.data<float>()}));
   if (c.shared_experts().sigmoid_gate()) {
     shared.scale = Tensor::Zeros(DType::kF32, {num_tokens});
@@ -91,7 +92,8 @@ absl::StatusOr<SharedExpertsOutput> RunSharedExperts(const config::LayerConfig& 
 
 absl::StatusOr<Tensor> PermuteAndRunExperts(const config::LayerConfig& c,
                                             const experts::ExpertWeights& experts,
-                                            const Tensor& hidden, const gating::RoutingPlan& plan) {
+                                            const experts::ExpertBank& bank, const Tensor& hidden,
+                                            const gating::RoutingPlan& plan) {
   const int64_t d_model = c.d_model();
   Tensor rows = Tensor::Zeros(DType::kF32, {plan.num_rows(), d_model});
   Tensor expert_out = Tensor::Zeros(DType::kF32, {plan.num_rows(), d_model});
@@ -101,10 +103,9 @@ absl::StatusOr<Tensor> PermuteAndRunExperts(const config::LayerConfig& c,
                         .num_rows = plan.num_rows(),
                         .d_model = d_model,
                         .top_k = c.top_k()});
-  MOE_RETURN_IF_ERROR(experts::RunExperts(experts, c.activation(),
-                                          {.rows = rows.data<float>(),
-                                           .offsets = plan.offsets.data(),
-                                           .out = expert_out.data<float>()}));
+  MOE_RETURN_IF_ERROR(bank.Run(experts, {.rows = rows.data<float>(),
+                                         .offsets = plan.offsets.data(),
+                                         .out = expert_out.data<float>()}));
   return expert_out;
 }
 
@@ -131,10 +132,21 @@ void CombineSlots(const float* rows, const int64_t* row_of_slot, const Tensor& t
 
 }  // namespace stages
 
-absl::StatusOr<MoeLayer> MoeLayer::Create(config::LayerConfig config, MoeLayerWeights weights) {
+absl::StatusOr<MoeLayer> MoeLayer::Create(config::LayerConfig config, MoeLayerWeights weights,
+                                          LayerOptions options) {
   MOE_RETURN_IF_ERROR(config::ValidateLayerConfig(config, "layer config"));
   MOE_RETURN_IF_ERROR(CheckLayerWeights(config, weights));
-  return MoeLayer(std::move(config), std::move(weights));
+  MoeLayer layer(std::move(config), std::move(weights));
+  const config::Activation activation = layer.config_.activation();
+  layer.routed_ = experts::ExpertBank::Create(layer.weights_.experts, activation, options.experts);
+  if (config::SharedExpertsDff(layer.config_) > 0) {
+    layer.shared_ = experts::ExpertBank::Create(layer.weights_.shared, activation, options.experts);
+  }
+  if (options.max_tokens > 0) {
+    layer.routed_.Reserve(options.max_tokens * layer.config_.top_k());
+    if (config::SharedExpertsDff(layer.config_) > 0) layer.shared_.Reserve(options.max_tokens);
+  }
+  return layer;
 }
 
 absl::StatusOr<LayerOutput> MoeLayer::Forward(const Tensor& hidden_states,
@@ -176,9 +188,9 @@ absl::StatusOr<LayerOutput> MoeLayer::Forward(const Tensor& hidden_states,
     trace::TraceScope scope("experts", "stage");
     scope.Arg("rows", plan.num_rows());
     MOE_ASSIGN_OR_RETURN(expert_out,
-                         stages::PermuteAndRunExperts(c, weights_.experts, hidden, plan));
+                         stages::PermuteAndRunExperts(c, weights_.experts, routed_, hidden, plan));
     trace::TraceScope shared_scope("shared_experts", "stage");
-    MOE_ASSIGN_OR_RETURN(shared, stages::RunSharedExperts(c, weights_, hidden));
+    MOE_ASSIGN_OR_RETURN(shared, stages::RunSharedExperts(c, weights_, shared_, hidden));
   }
   t.experts = SecondsSince(start);
 

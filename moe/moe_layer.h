@@ -6,6 +6,7 @@
 
 #include "absl/status/statusor.h"
 #include "configs/moe_config.pb.h"
+#include "experts/expert_bank.h"
 #include "experts/expert_weights.h"
 #include "gating/routing_plan.h"
 #include "moe/base/tensor.h"
@@ -30,10 +31,18 @@ struct StageTimes {
   double combine = 0;  // weighted sum in top-k order
 };
 
+// How a layer computes: the experts' kernels and weight format (routed and shared experts).
+struct LayerOptions {
+  experts::ExpertKernelOptions experts;
+  int64_t max_tokens = 0;  // when > 0, workspaces are sized for this many tokens at creation
+};
+
 class MoeLayer {
  public:
-  // Validates the config and that every weight is present and shaped as it says.
-  static absl::StatusOr<MoeLayer> Create(config::LayerConfig config, MoeLayerWeights weights);
+  // Validates the config and that every weight is present and shaped as it says, then packs
+  // (and quantizes) the expert weights for options.experts.
+  static absl::StatusOr<MoeLayer> Create(config::LayerConfig config, MoeLayerWeights weights,
+                                         LayerOptions options = {});
 
   // hidden_states: F32 or BF16 [num_tokens, d_model], num_tokens >= 0. Thread-safe for
   // concurrent calls (the layer is immutable); uses the OpenMP thread pool. The output
@@ -43,7 +52,10 @@ class MoeLayer {
                                       StageTimes* times = nullptr) const;
 
   const config::LayerConfig& config() const { return config_; }
+  // The F32 weights the layer was created from (before packing or quantization).
   const MoeLayerWeights& weights() const { return weights_; }
+  const experts::ExpertBank& routed_bank() const { return routed_; }
+  const experts::ExpertBank& shared_bank() const { return shared_; }
 
  private:
   MoeLayer(config::LayerConfig config, MoeLayerWeights weights)
@@ -51,6 +63,8 @@ class MoeLayer {
 
   config::LayerConfig config_;
   MoeLayerWeights weights_;
+  experts::ExpertBank routed_;
+  experts::ExpertBank shared_;
 };
 
 // The stages of one forward, shared by MoeLayer and the expert-parallel layer
@@ -74,13 +88,15 @@ struct SharedExpertsOutput {
 };
 absl::StatusOr<SharedExpertsOutput> RunSharedExperts(const config::LayerConfig& config,
                                                      const MoeLayerWeights& weights,
+                                                     const experts::ExpertBank& shared_bank,
                                                      const Tensor& hidden);
 
 // Permutes hidden rows into plan order and runs the routed experts (`experts` holds all of
-// plan.num_experts). Returns F32 [plan.num_rows(), d_model].
+// plan.num_experts; `bank` was created from them). Returns F32 [plan.num_rows(), d_model].
 absl::StatusOr<Tensor> PermuteAndRunExperts(const config::LayerConfig& config,
                                             const experts::ExpertWeights& experts,
-                                            const Tensor& hidden, const gating::RoutingPlan& plan);
+                                            const experts::ExpertBank& bank, const Tensor& hidden,
+                                            const gating::RoutingPlan& plan);
 
 // output[t] = sum_j topk_weights[t, j] * rows[row_of_slot[t * top_k + j]] in top-k order
 // (row -1 adds nothing), then + scale[t] * shared[t]. `output` is F32 [num_tokens, d_model].

@@ -1,0 +1,65 @@
+// ExpertBank: the packed experts and their workspace pool.
+#include <omp.h>
+
+#include <mutex>
+#include <vector>
+
+#include "experts/expert_bank.h"
+#include "experts/packed_experts.h"
+
+namespace moe::experts {
+
+// Idle workspaces; a call takes one (or makes one when all are busy) and gives it back.
+struct WorkspacePool {
+  std::mutex mu;
+  std::vector<std::unique_ptr<ExpertWorkspace>> idle;
+
+  std::unique_ptr<ExpertWorkspace> Take() {
+    std::lock_guard<std::mutex> lock(mu);
+    if (idle.empty()) return std::make_unique<ExpertWorkspace>();
+    std::unique_ptr<ExpertWorkspace> w = std::move(idle.back());
+    idle.pop_back();
+    return w;
+  }
+  void Give(std::unique_ptr<ExpertWorkspace> w) {
+    std::lock_guard<std::mutex> lock(mu);
+    idle.push_back(std::move(w));
+  }
+};
+
+ExpertBank ExpertBank::Create(const ExpertWeights& w, config::Activation activation,
+                              const ExpertKernelOptions& options) {
+  ExpertBank bank;
+  bank.options_ = options;
+  bank.activation_ = activation;
+  if (!options.plain) {
+    bank.packed_ =
+        std::make_shared<const PackedExperts>(PackExperts(w, activation, options.weight_format));
+  }
+  bank.pool_ = std::make_shared<WorkspacePool>();
+  bank.pool_->idle.reserve(8);
+  return bank;
+}
+
+absl::Status ExpertBank::Run(const ExpertWeights& plain, const ExpertBatch& batch) const {
+  if (packed_ == nullptr) return RunExperts(plain, activation_, batch);
+  std::unique_ptr<ExpertWorkspace> ws = pool_->Take();
+  const absl::Status status = RunPackedExperts(*packed_, batch, ws.get());
+  pool_->Give(std::move(ws));
+  return status;
+}
+
+void ExpertBank::Reserve(int64_t max_rows) const {
+  if (packed_ == nullptr) return;
+  std::unique_ptr<ExpertWorkspace> ws = pool_->Take();
+  ws->Reserve(*packed_, max_rows, omp_get_max_threads());
+  pool_->Give(std::move(ws));
+}
+
+int64_t ExpertBank::ExpertBytes() const { return packed_ == nullptr ? 0 : packed_->ExpertBytes(); }
+
+ExpertWeights ExpertBank::EffectiveWeights() const {
+  return packed_ == nullptr ? ExpertWeights{} : UnpackExperts(*packed_);
+}
+
+}  // namespace moe::experts

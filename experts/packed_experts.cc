@@ -1,0 +1,220 @@
+#include "experts/packed_experts.h"
+
+#include <omp.h>
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "configs/layer_config.h"
+#include "kernels/cpu/activation.h"
+#include "kernels/cpu/packed_gemm.h"
+#include "moe/base/trace.h"
+
+namespace moe::experts {
+namespace {
+
+using kernels::kInt4Group;
+using kernels::kPanelWidth;
+using kernels::WeightFormat;
+
+// Rows per work item (a multiple of every microkernel's row count) and panels per item: an
+// item's activation rows (48 x d_model floats) and one panel stay in L2 while it runs.
+constexpr int64_t kRowTile = 48;
+constexpr int64_t kPanelsPerItem = 8;
+
+int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t RoundUp(int64_t a, int64_t b) { return CeilDiv(a, b) * b; }
+
+kernels::ActivationKind KindOf(config::Activation activation) {
+  switch (activation) {
+    case config::ACTIVATION_GEGLU:
+    case config::ACTIVATION_GELU:
+      return kernels::ActivationKind::kGelu;
+    case config::ACTIVATION_RELU:
+      return kernels::ActivationKind::kRelu;
+    default:
+      return kernels::ActivationKind::kSilu;
+  }
+}
+
+// Upper bound on the items of one phase for `rows` rows over `panels` column panels.
+int64_t MaxItems(int64_t num_experts, int64_t rows, int64_t panels) {
+  return (num_experts + CeilDiv(rows, kRowTile)) * CeilDiv(panels, kPanelsPerItem);
+}
+
+kernels::PackedMatrix PackExpert(const Tensor& stacked, int64_t e, WeightFormat format) {
+  const int64_t n = stacked.dim(1);
+  const int64_t k = stacked.dim(2);
+  return kernels::PackMatrix(stacked.data<float>() + e * n * k, k, n, k, format);
+}
+
+}  // namespace
+
+int64_t PackedExperts::ExpertBytes() const {
+  if (num_experts == 0) return 0;
+  int64_t bytes = up[0].StreamBytes() + down[0].StreamBytes();
+  if (!gate.empty()) bytes += gate[0].StreamBytes();
+  return bytes;
+}
+
+PackedExperts PackExperts(const ExpertWeights& w, config::Activation activation,
+                          WeightFormat format) {
+  PackedExperts p;
+  p.format = format;
+  p.activation = activation;
+  p.num_experts = w.num_experts();
+  p.d_model = w.d_model();
+  p.d_ff = w.d_ff();
+  const bool gated = config::IsGated(activation);
+  if (gated) p.gate.resize(static_cast<size_t>(p.num_experts));
+  p.up.resize(static_cast<size_t>(p.num_experts));
+  p.down.resize(static_cast<size_t>(p.num_experts));
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t e = 0; e < p.num_experts; ++e) {
+    const size_t i = static_cast<size_t>(e);
+    if (gated) p.gate[i] = PackExpert(w.gate, e, format);
+    p.up[i] = PackExpert(w.up, e, format);
+    p.down[i] = PackExpert(w.down, e, format);
+  }
+  return p;
+}
+
+ExpertWeights UnpackExperts(const PackedExperts& p) {
+  ExpertWeights w = ZeroExpertWeights(p.activation, p.num_experts, p.d_model, p.d_ff);
+  const int64_t block = p.d_ff * p.d_model;
+  for (int64_t e = 0; e < p.num_experts; ++e) {
+    const size_t i = static_cast<size_t>(e);
+    if (!p.gate.empty()) kernels::UnpackMatrix(p.gate[i], w.gate.data<float>() + e * block);
+    kernels::UnpackMatrix(p.up[i], w.up.data<float>() + e * block);
+    kernels::UnpackMatrix(p.down[i], w.down.data<float>() + e * block);
+  }
+  return w;
+}
+
+void ExpertWorkspace::Reserve(const PackedExperts& x, int64_t max_rows, int num_threads) {
+  const auto grow = [](auto& v, int64_t size) {
+    if (static_cast<int64_t>(v.size()) < size) v.resize(static_cast<size_t>(size));
+  };
+  grow(hidden_, max_rows * x.d_ff);
+  if (x.format == WeightFormat::kInt4) {
+    const int64_t width = RoundUp(std::max(x.d_model, x.d_ff), kInt4Group);
+    grow(quantized_, max_rows * width);
+    grow(row_scales_, max_rows);
+    grow(corrections_, max_rows * (width / kInt4Group));
+  }
+  tile_floats_ = kRowTile * kPanelsPerItem * kPanelWidth;
+  grow(tiles_, tile_floats_ * num_threads);
+  num_threads_ = std::max(num_threads_, num_threads);
+  const int64_t items = MaxItems(x.num_experts, max_rows, CeilDiv(x.d_ff, kPanelWidth)) +
+                        MaxItems(x.num_experts, max_rows, CeilDiv(x.d_model, kPanelWidth));
+  if (static_cast<int64_t>(items_.capacity()) < items) items_.reserve(static_cast<size_t>(items));
+}
+
+absl::Status RunPackedExperts(const PackedExperts& x, const ExpertBatch& batch,
+                              ExpertWorkspace* ws) {
+  const int64_t num_rows = batch.offsets[x.num_experts];
+  const int64_t d_model = x.d_model;
+  const int64_t d_ff = x.d_ff;
+  const bool gated = !x.gate.empty();
+  const bool int4 = x.format == WeightFormat::kInt4;
+  const kernels::ActivationKind kind = KindOf(x.activation);
+  ws->Reserve(x, num_rows, omp_get_max_threads());
+
+  // Work items: expert-major, row tiles of kRowTile, column tiles of kPanelsPerItem panels.
+  using Item = ExpertWorkspace::Item;
+  ws->items_.clear();
+  const auto add_items = [&](int64_t panels) {
+    for (int64_t e = 0; e < x.num_experts; ++e) {
+      for (int64_t r = batch.offsets[e]; r < batch.offsets[e + 1]; r += kRowTile) {
+        for (int64_t p = 0; p < panels; p += kPanelsPerItem) {
+          ws->items_.push_back({e, r, std::min(r + kRowTile, batch.offsets[e + 1]), p,
+                                std::min(p + kPanelsPerItem, panels)});
+        }
+      }
+    }
+  };
+  add_items(CeilDiv(d_ff, kPanelWidth));
+  const int64_t up_items = static_cast<int64_t>(ws->items_.size());
+  add_items(CeilDiv(d_model, kPanelWidth));
+  const int64_t all_items = static_cast<int64_t>(ws->items_.size());
+
+  trace::TraceScope bank_scope("grouped_gemm", "experts");
+  bank_scope.Arg("experts", x.num_experts);
+  bank_scope.Arg("rows", num_rows);
+  bank_scope.Arg("work_items", all_items);
+  const int64_t q_width = RoundUp(std::max(d_model, d_ff), kInt4Group);
+  const int64_t q_groups = q_width / kInt4Group;
+  // INT4 activations of `rows` [num_rows, k] in the workspace, one row per iteration.
+  const auto quantize = [&](const float* rows, int64_t k) {
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < num_rows; ++r) {
+      kernels::QuantizeRowsInt8(rows + r * k, k, 1, k, ws->quantized_.data() + r * q_width, q_width,
+                                ws->row_scales_.data() + r, ws->corrections_.data() + r * q_groups,
+                                q_groups);
+    }
+  };
+  const auto gemm = [&](const kernels::PackedMatrix& w, const float* a, int64_t lda,
+                        const Item& item, float* c, int64_t ldc) {
+    const int64_t r = item.row_begin;
+    kernels::PackedGemm({.w = &w,
+                         .a = a + r * lda,
+                         .lda = lda,
+                         .qa = {.q = ws->quantized_.data() + r * q_width,
+                                .ld_q = q_width,
+                                .scale = ws->row_scales_.data() + r,
+                                .corr = ws->corrections_.data() + r * q_groups,
+                                .ld_corr = q_groups},
+                         .m = item.row_end - r,
+                         .panel_begin = item.panel_begin,
+                         .panel_end = item.panel_end,
+                         .c = c,
+                         .ldc = ldc});
+  };
+
+#pragma omp parallel
+  {
+    float* tile = ws->tiles_.data() + omp_get_thread_num() * ws->tile_floats_;
+    if (int4) quantize(batch.rows, d_model);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t i = 0; i < up_items; ++i) {
+      const Item& item = ws->items_[static_cast<size_t>(i)];
+      const size_t e = static_cast<size_t>(item.expert);
+      const int64_t m = item.row_end - item.row_begin;
+      const int64_t col0 = item.panel_begin * kPanelWidth;
+      const int64_t cols = std::min(d_ff, item.panel_end * kPanelWidth) - col0;
+      trace::TraceScope scope([&] { return absl::StrCat("expert ", item.expert, " gate_up"); },
+                              "expert");
+      scope.Arg("rows", m);
+      scope.Arg("first_row", item.row_begin);
+      scope.Arg("flop", 2 * m * d_model * cols * (gated ? 2 : 1));
+      float* h = ws->hidden_.data() + item.row_begin * d_ff + col0;
+      if (gated) {
+        const int64_t ld_tile = kPanelsPerItem * kPanelWidth;
+        gemm(x.gate[e], batch.rows, d_model, item, h, d_ff);
+        gemm(x.up[e], batch.rows, d_model, item, tile, ld_tile);
+        for (int64_t r = 0; r < m; ++r) {
+          kernels::ApplyGatedActivation(kind, h + r * d_ff, tile + r * ld_tile, cols);
+        }
+      } else {
+        gemm(x.up[e], batch.rows, d_model, item, h, d_ff);
+        for (int64_t r = 0; r < m; ++r) kernels::ApplyActivation(kind, h + r * d_ff, cols);
+      }
+    }
+    if (int4) quantize(ws->hidden_.data(), d_ff);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t i = up_items; i < all_items; ++i) {
+      const Item& item = ws->items_[static_cast<size_t>(i)];
+      const int64_t m = item.row_end - item.row_begin;
+      trace::TraceScope scope([&] { return absl::StrCat("expert ", item.expert, " down"); },
+                              "expert");
+      scope.Arg("rows", m);
+      scope.Arg("first_row", item.row_begin);
+      scope.Arg("flop", 2 * m * d_ff * d_model);
+      gemm(x.down[static_cast<size_t>(item.expert)], ws->hidden_.data(), d_ff, item,
+           batch.out + item.row_begin * d_model + item.panel_begin * kPanelWidth, d_model);
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace moe::experts

@@ -1,0 +1,71 @@
+// Expert weights packed for the CPU microkernels, and the packed grouped GEMM that runs them:
+// gate and up projections in one pass over each row tile with the activation fused into its
+// epilogue, then the down projection writing each row where the combine reads it.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "configs/moe_config.pb.h"
+#include "experts/expert_bank.h"
+#include "experts/expert_weights.h"
+#include "kernels/cpu/packed_weights.h"
+
+namespace moe::experts {
+
+struct PackedExperts {
+  kernels::WeightFormat format = kernels::WeightFormat::kF32;
+  config::Activation activation = config::ACTIVATION_SWIGLU;
+  int64_t num_experts = 0;
+  int64_t d_model = 0;
+  int64_t d_ff = 0;
+  std::vector<kernels::PackedMatrix> gate;  // [num_experts] of [d_ff, d_model]; empty if ungated
+  std::vector<kernels::PackedMatrix> up;    // [num_experts] of [d_ff, d_model]
+  std::vector<kernels::PackedMatrix> down;  // [num_experts] of [d_model, d_ff]
+
+  // Weight bytes one expert streams per pass (panels and scales of its matrices).
+  int64_t ExpertBytes() const;
+};
+
+// Packs (and quantizes) every expert; OpenMP over experts. `w` must be valid weights for the
+// activation (CheckExpertWeights).
+PackedExperts PackExperts(const ExpertWeights& w, config::Activation activation,
+                          kernels::WeightFormat format);
+
+// The F32 weights the packed ones stand for (the quantization-aware reference).
+ExpertWeights UnpackExperts(const PackedExperts& packed);
+
+// Scratch for RunPackedExperts, grown on demand and reused: after the first call at the largest
+// row count, later calls allocate nothing. Not shareable between concurrent calls.
+class ExpertWorkspace {
+ public:
+  // Sizes every buffer for up to `max_rows` rows of these experts on `num_threads` threads.
+  void Reserve(const PackedExperts& experts, int64_t max_rows, int num_threads);
+
+ private:
+  friend absl::Status RunPackedExperts(const PackedExperts&, const ExpertBatch&, ExpertWorkspace*);
+  struct Item {
+    int64_t expert;
+    int64_t row_begin;
+    int64_t row_end;
+    int64_t panel_begin;
+    int64_t panel_end;
+  };
+  std::vector<float> hidden_;         // [max_rows, d_ff]: the activation's output
+  std::vector<int8_t> quantized_;     // INT4: [max_rows, RoundUp(max(d_model, d_ff), 32)]
+  std::vector<float> row_scales_;     // INT4: [max_rows]
+  std::vector<int32_t> corrections_;  // INT4: [max_rows, groups]
+  std::vector<float> tiles_;          // per thread: gate and up tiles
+  std::vector<Item> items_;
+  int64_t tile_floats_ = 0;  // floats of one thread's tiles
+  int num_threads_ = 0;
+};
+
+// Same contract as RunExperts (expert_bank.h) on packed weights. The result of each row depends
+// only on that row, the weights and the ISA: bitwise identical for any thread count, row split
+// or batch composition.
+absl::Status RunPackedExperts(const PackedExperts& experts, const ExpertBatch& batch,
+                              ExpertWorkspace* workspace);
+
+}  // namespace moe::experts

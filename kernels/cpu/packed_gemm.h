@@ -1,0 +1,75 @@
+// The packed GEMM: rows of activations times a PackedMatrix, one column panel at a time, with
+// microkernels chosen by the active CPU ISA (kernels/cpu/cpu_isa.h). MatmulNT (matmul.h) is the
+// plain version of the same product.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/cpu/packed_weights.h"
+
+namespace moe::kernels {
+
+// Activations quantized for the INT4 kernels: per row, symmetric int8 with one F32 scale, and
+// per row and group of 32 inputs the correction 8 * sum(q) for the weights' +8 offset.
+struct QuantizedRows {
+  const int8_t* q = nullptr;  // [m, ld_q], inputs past k are 0; ld_q >= RoundUp(k, 32)
+  int64_t ld_q = 0;
+  const float* scale = nullptr;   // [m]
+  const int32_t* corr = nullptr;  // [m, ld_corr], ld_corr >= ceil(k / 32)
+  int64_t ld_corr = 0;
+};
+
+// x [m, k] (row stride ld_x) to QuantizedRows buffers sized as documented above. Rows are
+// independent; an all-zero row gets scale 0.
+void QuantizeRowsInt8(const float* x, int64_t ld_x, int64_t m, int64_t k, int8_t* q, int64_t ld_q,
+                      float* scale, int32_t* corr, int64_t ld_corr);
+
+// C[m, columns of panels [panel_begin, panel_end)] = A . W^T (columns past W.n are not written).
+// `a` is read for kF32/kBF16/kInt8 weights, `qa` for kInt4. Single-threaded; callers split
+// panels and rows across threads.
+// NOTE: each output is a sum over k in one fixed order that depends only on the weights, the
+// ISA and that output's own activation row, never on m, the panel range or other rows: results
+// are bitwise identical however the work is split.
+struct PackedGemmParams {
+  const PackedMatrix* w = nullptr;
+  const float* a = nullptr;  // [m, w->k], row stride lda
+  int64_t lda = 0;
+  QuantizedRows qa;
+  int64_t m = 0;
+  int64_t panel_begin = 0;
+  int64_t panel_end = 0;
+  float* c = nullptr;  // row 0, the first column of panel_begin; row stride ldc
+  int64_t ldc = 0;
+};
+void PackedGemm(const PackedGemmParams& p);
+
+// One microkernel call: rows x 16 outputs of one panel over inputs [k0, k0 + kc).
+struct PanelTile {
+  const float* a = nullptr;  // row 0 of the tile, input 0
+  int64_t lda = 0;
+  const int8_t* qa = nullptr;  // kInt4: row 0, input 0
+  int64_t ld_q = 0;
+  const float* a_scale = nullptr;  // kInt4: [rows]
+  const int32_t* corr = nullptr;   // kInt4: row 0, group 0
+  int64_t ld_corr = 0;
+  const uint8_t* panel = nullptr;  // the panel's weights (input 0)
+  const float* panel_scales = nullptr;
+  int64_t k0 = 0;
+  int64_t kc = 0;      // kInt4: a multiple of 32 (inputs are zero-padded)
+  float* c = nullptr;  // row 0, the panel's column 0
+  int64_t ldc = 0;
+  int rows = 0;       // 1 .. MaxTileRows(format)
+  int cols = 16;      // valid outputs of the panel (< 16 only for the last panel)
+  bool first = true;  // start from 0, else add to c
+  bool last = true;   // apply the per-column / per-row scales
+};
+using PanelKernel = void (*)(const PanelTile&);
+
+// Rows per microkernel call for a format.
+int MaxTileRows(WeightFormat format);
+
+// The ISA-specific microkernels (packed_gemm_avx2.cc, packed_gemm_portable.cc).
+PanelKernel Avx2PanelKernel(WeightFormat format);
+PanelKernel PortablePanelKernel(WeightFormat format);
+
+}  // namespace moe::kernels
