@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <limits>
@@ -10,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "configs/layer_config.h"
 #include "kernels/cpu/matmul.h"
+#include "kernels/cpu/packed_gemm.h"
 #include "kernels/cpu/softmax.h"
 #include "kernels/cpu/topk.h"
 
@@ -17,6 +19,8 @@ namespace moe::gating {
 namespace {
 
 constexpr float kExcluded = -std::numeric_limits<float>::infinity();
+// Tokens whose logits one packed GEMM computes before their scoring and selection.
+constexpr int64_t kTokenBlock = 32;
 
 bool AllFinite(const float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
@@ -76,69 +80,86 @@ absl::Status Route(const config::LayerConfig& config, const RouterInputs& in,
     std::vector<int32_t> group_ids(static_cast<size_t>(grouped ? r.num_groups() : 0));
     std::vector<float> selected(static_cast<size_t>(top_k));
 #pragma omp for schedule(static)
-    for (int64_t t = 0; t < in.num_tokens; ++t) {
-      const float* x = in.hidden + t * d_model;
-      float* logits = out.logits + t * num_experts;
-      int32_t* ids = out.topk_ids + t * top_k;
-      float* weights = out.topk_weights + t * top_k;
-      // Bad rows still get in-range, distinct ids so no caller can index out of bounds.
-      for (int32_t j = 0; j < top_k; ++j) {
-        ids[j] = j;
-        weights[j] = 0.0f;
+    for (int64_t block = 0; block < in.num_tokens; block += kTokenBlock) {
+      const int64_t block_end = std::min(block + kTokenBlock, in.num_tokens);
+      if (in.packed_router != nullptr) {
+        // The block's logits in one packed GEMM (rows are independent: a bad row spoils only
+        // its own logits, and the checks below still run per token).
+        kernels::PackedGemm({.w = in.packed_router,
+                             .a = in.hidden + block * d_model,
+                             .lda = d_model,
+                             .m = block_end - block,
+                             .panel_begin = 0,
+                             .panel_end = in.packed_router->num_panels,
+                             .c = out.logits + block * num_experts,
+                             .ldc = num_experts});
       }
-      if (!AllFinite(x, d_model)) {
-        int64_t prev = first_bad_token.load();
-        while (t < prev && !first_bad_token.compare_exchange_weak(prev, t)) {
+      for (int64_t t = block; t < block_end; ++t) {
+        const float* x = in.hidden + t * d_model;
+        float* logits = out.logits + t * num_experts;
+        int32_t* ids = out.topk_ids + t * top_k;
+        float* weights = out.topk_weights + t * top_k;
+        // Bad rows still get in-range, distinct ids so no caller can index out of bounds.
+        for (int32_t j = 0; j < top_k; ++j) {
+          ids[j] = j;
+          weights[j] = 0.0f;
         }
-        continue;
-      }
-      kernels::MatmulNT({.a = x,
-                         .lda = d_model,
-                         .b = in.router_weight,
-                         .ldb = d_model,
-                         .c = logits,
-                         .ldc = num_experts,
-                         .m = 1,
-                         .n = num_experts,
-                         .k = d_model});
-      if (!AllFinite(logits, num_experts)) {
-        int64_t prev = first_bad_token.load();
-        while (t < prev && !first_bad_token.compare_exchange_weak(prev, t)) {
+        if (!AllFinite(x, d_model)) {
+          int64_t prev = first_bad_token.load();
+          while (t < prev && !first_bad_token.compare_exchange_weak(prev, t)) {
+          }
+          continue;
         }
-        continue;
-      }
-      if (topk_first) {
-        for (int32_t e = 0; e < num_experts; ++e) {
-          choice[e] = logits[e] + (r.selection_bias() ? in.selection_bias[e] : 0.0f);
+        if (in.packed_router == nullptr) {
+          kernels::MatmulNT({.a = x,
+                             .lda = d_model,
+                             .b = in.router_weight,
+                             .ldb = d_model,
+                             .c = logits,
+                             .ldc = num_experts,
+                             .m = 1,
+                             .n = num_experts,
+                             .k = d_model});
         }
-      } else {
-        if (softmax) {
-          kernels::Softmax(logits, num_experts, scores.data());
-        } else {
+        if (!AllFinite(logits, num_experts)) {
+          int64_t prev = first_bad_token.load();
+          while (t < prev && !first_bad_token.compare_exchange_weak(prev, t)) {
+          }
+          continue;
+        }
+        if (topk_first) {
           for (int32_t e = 0; e < num_experts; ++e) {
-            scores[e] = 1.0f / (1.0f + std::exp(-logits[e]));
+            choice[e] = logits[e] + (r.selection_bias() ? in.selection_bias[e] : 0.0f);
+          }
+        } else {
+          if (softmax) {
+            kernels::Softmax(logits, num_experts, scores.data());
+          } else {
+            for (int32_t e = 0; e < num_experts; ++e) {
+              scores[e] = 1.0f / (1.0f + std::exp(-logits[e]));
+            }
+          }
+          for (int32_t e = 0; e < num_experts; ++e) {
+            choice[e] = scores[e] + (r.selection_bias() ? in.selection_bias[e] : 0.0f);
           }
         }
-        for (int32_t e = 0; e < num_experts; ++e) {
-          choice[e] = scores[e] + (r.selection_bias() ? in.selection_bias[e] : 0.0f);
+        if (grouped) MaskGroups(r, num_experts, choice.data(), group_scores, group_ids);
+        kernels::TopK(choice.data(), num_experts, top_k, ids);
+        if (topk_first) {
+          for (int32_t j = 0; j < top_k; ++j) selected[j] = logits[ids[j]];
+          kernels::Softmax(selected.data(), top_k, weights);
+        } else {
+          for (int32_t j = 0; j < top_k; ++j) weights[j] = scores[ids[j]];
         }
-      }
-      if (grouped) MaskGroups(r, num_experts, choice.data(), group_scores, group_ids);
-      kernels::TopK(choice.data(), num_experts, top_k, ids);
-      if (topk_first) {
-        for (int32_t j = 0; j < top_k; ++j) selected[j] = logits[ids[j]];
-        kernels::Softmax(selected.data(), top_k, weights);
-      } else {
-        for (int32_t j = 0; j < top_k; ++j) weights[j] = scores[ids[j]];
-      }
-      if (r.renormalize()) {
-        // The epsilon (DeepSeek's) only matters when every selected sigmoid score underflows.
-        float sum = 1e-20f;
-        for (int32_t j = 0; j < top_k; ++j) sum += weights[j];
-        for (int32_t j = 0; j < top_k; ++j) weights[j] /= sum;
-      }
-      if (scaling != 1.0f) {
-        for (int32_t j = 0; j < top_k; ++j) weights[j] *= scaling;
+        if (r.renormalize()) {
+          // The epsilon (DeepSeek's) only matters when every selected sigmoid score underflows.
+          float sum = 1e-20f;
+          for (int32_t j = 0; j < top_k; ++j) sum += weights[j];
+          for (int32_t j = 0; j < top_k; ++j) weights[j] /= sum;
+        }
+        if (scaling != 1.0f) {
+          for (int32_t j = 0; j < top_k; ++j) weights[j] *= scaling;
+        }
       }
     }
   }

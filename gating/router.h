@@ -5,6 +5,7 @@
 
 #include "absl/status/status.h"
 #include "configs/moe_config.pb.h"
+#include "kernels/cpu/packed_weights.h"
 
 namespace moe::gating {
 
@@ -14,6 +15,9 @@ struct RouterInputs {
   const float* router_weight = nullptr;   // [num_experts, d_model]
   const float* selection_bias = nullptr;  // [num_experts], required iff router.selection_bias
   int64_t num_tokens = 0;
+  // router_weight packed as F32 (kernels/cpu/packed_weights.h): logits are computed per block
+  // of tokens with the packed GEMM, fused with scoring and top-k. Null: MatmulNT per token.
+  const kernels::PackedMatrix* packed_router = nullptr;
 };
 
 // Outputs, written for every token.

@@ -77,6 +77,7 @@ absl::StatusOr<ExpertParallelLayer> ExpertParallelLayer::Create(config::LayerCon
 
 void ExpertParallelLayer::PackBanks() {
   const config::Activation activation = config_.activation();
+  if (packed_router_ == nullptr) packed_router_ = stages::PackRouter(weights_, options_.experts);
   routed_ = experts::ExpertBank::Create(weights_.experts, activation, options_.experts);
   if (config::SharedExpertsDff(config_) > 0) {
     shared_ = experts::ExpertBank::Create(weights_.shared, activation, options_.experts);
@@ -167,7 +168,7 @@ absl::StatusOr<LayerOutput> ExpertParallelLayer::Forward(const Tensor& hidden_st
     Clock::time_point start = Clock::now();
     {
       trace::TraceScope scope("route", "stage");
-      MOE_RETURN_IF_ERROR(stages::RouteTokens(c, weights_, hidden, &result));
+      MOE_RETURN_IF_ERROR(stages::RouteTokens(c, weights_, packed_router_.get(), hidden, &result));
     }
     t.route = SecondsSince(start);
     start = Clock::now();

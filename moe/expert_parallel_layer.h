@@ -123,6 +123,7 @@ class ExpertParallelLayer {
   EpOptions options_;
   experts::ExpertBank routed_;
   experts::ExpertBank shared_;
+  std::shared_ptr<const kernels::PackedMatrix> packed_router_;  // null: plain router GEMM
 };
 
 }  // namespace moe

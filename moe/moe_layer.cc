@@ -42,8 +42,18 @@ absl::StatusOr<Tensor> HiddenAsF32(const Tensor& hidden, int64_t d_model) {
   return f32;
 }
 
+std::shared_ptr<const kernels::PackedMatrix> PackRouter(
+    const MoeLayerWeights& weights, const experts::ExpertKernelOptions& options) {
+  if (options.plain) return nullptr;
+  const int64_t n = weights.router.dim(0);
+  const int64_t k = weights.router.dim(1);
+  return std::make_shared<const kernels::PackedMatrix>(
+      kernels::PackMatrix(weights.router.data<float>(), k, n, k, kernels::WeightFormat::kF32));
+}
+
 absl::Status RouteTokens(const config::LayerConfig& c, const MoeLayerWeights& weights,
-                         const Tensor& hidden, LayerOutput* out) {
+                         const kernels::PackedMatrix* packed_router, const Tensor& hidden,
+                         LayerOutput* out) {
   const int64_t num_tokens = hidden.dim(0);
   out->topk_ids = Tensor::Zeros(DType::kI32, {num_tokens, c.top_k()});
   out->topk_weights = Tensor::Zeros(DType::kF32, {num_tokens, c.top_k()});
@@ -54,7 +64,8 @@ absl::Status RouteTokens(const config::LayerConfig& c, const MoeLayerWeights& we
        .router_weight = weights.router.data<float>(),
        .selection_bias =
            c.router().selection_bias() ? weights.selection_bias.data<float>() : nullptr,
-       .num_tokens = num_tokens},
+       .num_tokens = num_tokens,
+       .packed_router = packed_router},
       {.topk_ids = out->topk_ids.data<int32_t>(),
        .topk_weights = out->topk_weights.data<float>(),
        .logits = logits.data<float>()});
@@ -134,17 +145,28 @@ void CombineSlots(const float* rows, const int64_t* row_of_slot, const Tensor& t
 
 absl::StatusOr<MoeLayer> MoeLayer::Create(config::LayerConfig config, MoeLayerWeights weights,
                                           LayerOptions options) {
+  return Create(std::move(config), std::make_shared<const MoeLayerWeights>(std::move(weights)),
+                options);
+}
+
+absl::StatusOr<MoeLayer> MoeLayer::Create(config::LayerConfig config,
+                                          std::shared_ptr<const MoeLayerWeights> weights,
+                                          LayerOptions options) {
+  if (weights == nullptr) return absl::InvalidArgumentError("layer weights: null");
   MOE_RETURN_IF_ERROR(config::ValidateLayerConfig(config, "layer config"));
-  MOE_RETURN_IF_ERROR(CheckLayerWeights(config, weights));
+  MOE_RETURN_IF_ERROR(CheckLayerWeights(config, *weights));
   MoeLayer layer(std::move(config), std::move(weights));
   const config::Activation activation = layer.config_.activation();
-  layer.routed_ = experts::ExpertBank::Create(layer.weights_.experts, activation, options.experts);
-  if (config::SharedExpertsDff(layer.config_) > 0) {
-    layer.shared_ = experts::ExpertBank::Create(layer.weights_.shared, activation, options.experts);
+  const bool shared = config::SharedExpertsDff(layer.config_) > 0;
+  layer.routed_ = experts::ExpertBank::Create(layer.weights_->experts, activation, options.experts);
+  if (shared) {
+    layer.shared_ =
+        experts::ExpertBank::Create(layer.weights_->shared, activation, options.experts);
   }
+  layer.packed_router_ = stages::PackRouter(*layer.weights_, options.experts);
   if (options.max_tokens > 0) {
     layer.routed_.Reserve(options.max_tokens * layer.config_.top_k());
-    if (config::SharedExpertsDff(layer.config_) > 0) layer.shared_.Reserve(options.max_tokens);
+    if (shared) layer.shared_.Reserve(options.max_tokens);
   }
   return layer;
 }
@@ -165,7 +187,7 @@ absl::StatusOr<LayerOutput> MoeLayer::Forward(const Tensor& hidden_states,
   Clock::time_point start = Clock::now();
   {
     trace::TraceScope scope("route", "stage");
-    MOE_RETURN_IF_ERROR(stages::RouteTokens(c, weights_, hidden, &result));
+    MOE_RETURN_IF_ERROR(stages::RouteTokens(c, *weights_, packed_router_.get(), hidden, &result));
   }
   t.route = SecondsSince(start);
 
@@ -188,9 +210,9 @@ absl::StatusOr<LayerOutput> MoeLayer::Forward(const Tensor& hidden_states,
     trace::TraceScope scope("experts", "stage");
     scope.Arg("rows", plan.num_rows());
     MOE_ASSIGN_OR_RETURN(expert_out,
-                         stages::PermuteAndRunExperts(c, weights_.experts, routed_, hidden, plan));
+                         stages::PermuteAndRunExperts(c, weights_->experts, routed_, hidden, plan));
     trace::TraceScope shared_scope("shared_experts", "stage");
-    MOE_ASSIGN_OR_RETURN(shared, stages::RunSharedExperts(c, weights_, shared_, hidden));
+    MOE_ASSIGN_OR_RETURN(shared, stages::RunSharedExperts(c, *weights_, shared_, hidden));
   }
   t.experts = SecondsSince(start);
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -43,6 +44,10 @@ class MoeLayer {
   // (and quantizes) the expert weights for options.experts.
   static absl::StatusOr<MoeLayer> Create(config::LayerConfig config, MoeLayerWeights weights,
                                          LayerOptions options = {});
+  // The same, sharing F32 weights with other layers (e.g. one per weight format).
+  static absl::StatusOr<MoeLayer> Create(config::LayerConfig config,
+                                         std::shared_ptr<const MoeLayerWeights> weights,
+                                         LayerOptions options = {});
 
   // hidden_states: F32 or BF16 [num_tokens, d_model], num_tokens >= 0. Thread-safe for
   // concurrent calls (the layer is immutable); uses the OpenMP thread pool. The output
@@ -53,18 +58,19 @@ class MoeLayer {
 
   const config::LayerConfig& config() const { return config_; }
   // The F32 weights the layer was created from (before packing or quantization).
-  const MoeLayerWeights& weights() const { return weights_; }
+  const MoeLayerWeights& weights() const { return *weights_; }
   const experts::ExpertBank& routed_bank() const { return routed_; }
   const experts::ExpertBank& shared_bank() const { return shared_; }
 
  private:
-  MoeLayer(config::LayerConfig config, MoeLayerWeights weights)
+  MoeLayer(config::LayerConfig config, std::shared_ptr<const MoeLayerWeights> weights)
       : config_(std::move(config)), weights_(std::move(weights)) {}
 
   config::LayerConfig config_;
-  MoeLayerWeights weights_;
+  std::shared_ptr<const MoeLayerWeights> weights_;  // never null
   experts::ExpertBank routed_;
   experts::ExpertBank shared_;
+  std::shared_ptr<const kernels::PackedMatrix> packed_router_;  // null: plain router GEMM
 };
 
 // The stages of one forward, shared by MoeLayer and the expert-parallel layer
@@ -78,8 +84,14 @@ absl::StatusOr<Tensor> HiddenAsF32(const Tensor& hidden_states, int64_t d_model)
 
 // Router GEMM, scoring and top-k: allocates and fills out->topk_ids and out->topk_weights.
 // Uses weights.router and weights.selection_bias only. kInvalidArgument for a NaN/Inf token.
+// `packed_router`: weights.router packed as F32 (PackRouter), or null for the plain router GEMM.
 absl::Status RouteTokens(const config::LayerConfig& config, const MoeLayerWeights& weights,
-                         const Tensor& hidden, LayerOutput* out);
+                         const kernels::PackedMatrix* packed_router, const Tensor& hidden,
+                         LayerOutput* out);
+
+// weights.router packed as F32 for RouteTokens; null when `options` asks for plain kernels.
+std::shared_ptr<const kernels::PackedMatrix> PackRouter(
+    const MoeLayerWeights& weights, const experts::ExpertKernelOptions& options);
 
 // The shared experts' contribution; both tensors empty without shared experts.
 struct SharedExpertsOutput {

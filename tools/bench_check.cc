@@ -35,9 +35,18 @@ double Activate(config::Activation activation, double gate, double up) {
   }
 }
 
+// Rounds v to int8 steps of max |v| / 127 (the INT4 kernels' activations).
+void RoundToInt8Steps(std::vector<double>& v) {
+  double amax = 0;
+  for (double x : v) amax = std::max(amax, std::abs(x));
+  if (amax == 0) return;
+  const double step = amax / 127.0;
+  for (double& x : v) x = std::min(127.0, std::max(-127.0, std::nearbyint(x / step))) * step;
+}
+
 // y += scale * FFN_e(x), the plain definition: down_e(act(gate_e x, up_e x)).
 void AddExpert(const experts::ExpertWeights& w, int64_t e, config::Activation activation,
-               const double* x, double scale, double* y) {
+               const double* x, double scale, double* y, bool int8_activations) {
   const int64_t d_model = w.d_model();
   const int64_t d_ff = w.d_ff();
   const float* up = w.up.data<float>() + e * d_ff * d_model;  // [d_ff, d_model]
@@ -49,6 +58,7 @@ void AddExpert(const experts::ExpertWeights& w, int64_t e, config::Activation ac
     const double g = gate != nullptr ? Dot(gate + f * d_model, x, d_model) : 0.0;
     h[static_cast<size_t>(f)] = Activate(activation, g, u);
   }
+  if (int8_activations) RoundToInt8Steps(h);
   for (int64_t i = 0; i < d_model; ++i) y[i] += scale * Dot(down + i * d_ff, h.data(), d_ff);
 }
 
@@ -70,9 +80,30 @@ std::vector<bool> KeptSlots(const int32_t* ids, int64_t num_slots, int32_t num_e
 
 }  // namespace
 
+std::unique_ptr<MoeLayerWeights> EffectiveLayerWeights(const MoeLayer& layer) {
+  const experts::ExpertKernelOptions& kernels = layer.routed_bank().options();
+  if (kernels.plain || kernels.weight_format == kernels::WeightFormat::kF32) return nullptr;
+  auto w = std::make_unique<MoeLayerWeights>();
+  w->experts = layer.routed_bank().EffectiveWeights();
+  w->shared = layer.shared_bank().EffectiveWeights();
+  if (!layer.weights().shared_gate.empty()) w->shared_gate = layer.weights().shared_gate.Clone();
+  return w;
+}
+
+CheckOptions CheckOptionsFor(const MoeLayer& layer) {
+  const experts::ExpertKernelOptions& kernels = layer.routed_bank().options();
+  CheckOptions options;
+  if (!kernels.plain && kernels.weight_format == kernels::WeightFormat::kInt4) {
+    options.int8_activations = true;
+    options.abs_tolerance = kCheckInt8ActivationAbsTolerance;
+  }
+  return options;
+}
+
 absl::StatusOr<CheckResult> CheckLayerOutput(const config::LayerConfig& c,
                                              const MoeLayerWeights& weights, const Tensor& hidden,
-                                             const LayerOutput& out, int64_t max_tokens) {
+                                             const LayerOutput& out, int64_t max_tokens,
+                                             const CheckOptions& options) {
   const int64_t d_model = c.d_model();
   const int32_t top_k = c.top_k();
   const int32_t num_experts = c.num_experts();
@@ -135,17 +166,20 @@ absl::StatusOr<CheckResult> CheckLayerOutput(const config::LayerConfig& c,
     std::vector<double> x(hidden.data<float>() + t * d_model,
                           hidden.data<float>() + (t + 1) * d_model);  // [d_model]
     double* y = ref.data() + i * d_model;
+    std::vector<double> xq = x;  // what the experts see
+    if (options.int8_activations) RoundToInt8Steps(xq);
     for (int32_t j = 0; j < top_k; ++j) {
       const int64_t s = t * top_k + j;
       if (!kept[static_cast<size_t>(s)]) continue;
-      AddExpert(weights.experts, ids[s], c.activation(), x.data(), topk_weights[s], y);
+      AddExpert(weights.experts, ids[s], c.activation(), xq.data(), topk_weights[s], y,
+                options.int8_activations);
     }
     if (shared) {
       double scale = 1.0;
       if (c.shared_experts().sigmoid_gate()) {
         scale = 1.0 / (1.0 + std::exp(-Dot(weights.shared_gate.data<float>(), x.data(), d_model)));
       }
-      AddExpert(weights.shared, 0, c.activation(), x.data(), scale, y);
+      AddExpert(weights.shared, 0, c.activation(), xq.data(), scale, y, options.int8_activations);
     }
   }
 
@@ -154,7 +188,7 @@ absl::StatusOr<CheckResult> CheckLayerOutput(const config::LayerConfig& c,
   result.checked_tokens = n;
   result.checked_elements = n * d_model;
   result.ref_rms = ref.empty() ? 0.0 : std::sqrt(sum_sq / static_cast<double>(ref.size()));
-  const double atol = kCheckAbsTolerance * result.ref_rms;
+  const double atol = options.abs_tolerance * result.ref_rms;
   for (int64_t i = 0; i < n; ++i) {
     const int64_t t = tokens[static_cast<size_t>(i)];
     const float* got = out.output.data<float>() + t * d_model;

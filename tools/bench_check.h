@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -18,6 +19,9 @@ namespace moe::tools {
 
 inline constexpr double kCheckRelTolerance = 1e-4;  // of |ref|
 inline constexpr double kCheckAbsTolerance = 1e-4;  // of rms(ref) over the checked elements
+// With int8 activations (INT4 weights): an int8 rounding that differs from float64's moves an
+// output by about 1e-3 of rms(ref).
+inline constexpr double kCheckInt8ActivationAbsTolerance = 1e-2;
 
 struct CheckResult {
   int64_t checked_tokens = 0;
@@ -31,6 +35,22 @@ struct CheckResult {
   int64_t wrong() const { return wrong_elements + bad_slots; }
 };
 
+// How the reference models the kernels' number formats.
+struct CheckOptions {
+  // Round each token's input and each expert's hidden row to int8 with one scale per row
+  // (max |x| / 127), as the INT4 kernels do. Their F32 hidden rows round differently from the
+  // float64 ones now and then (one int8 step on one element), hence the looser tolerance.
+  bool int8_activations = false;
+  double abs_tolerance = kCheckAbsTolerance;  // of rms(ref)
+};
+
+// The reference weights of a layer: its own F32 weights when its experts run in F32 (nullptr
+// returned), else a copy whose experts hold the values the quantized weights stand for.
+std::unique_ptr<MoeLayerWeights> EffectiveLayerWeights(const MoeLayer& layer);
+
+// The check options for a layer's expert weight format.
+CheckOptions CheckOptionsFor(const MoeLayer& layer);
+
 // Checks up to `max_tokens` evenly spaced tokens of `out`, the layer's result for `hidden`
 // (F32 [num_tokens, d_model], the values the layer saw), with `weights` (F32). For each
 // checked token t, in float64: ref[t] = sum over kept slots j of topk_weights[t, j] *
@@ -42,6 +62,7 @@ struct CheckResult {
 // kInvalidArgument when the shapes of `hidden` and `out` disagree with `config`.
 absl::StatusOr<CheckResult> CheckLayerOutput(const config::LayerConfig& config,
                                              const MoeLayerWeights& weights, const Tensor& hidden,
-                                             const LayerOutput& out, int64_t max_tokens);
+                                             const LayerOutput& out, int64_t max_tokens,
+                                             const CheckOptions& options = {});
 
 }  // namespace moe::tools

@@ -17,6 +17,8 @@
 #include "moe/base/trace.h"
 #include "moe/moe_layer.h"
 #include "tools/balance_commands.h"
+#include "tools/bench_compare.h"
+#include "tools/bench_cuda.h"
 #include "tools/bench_ep.h"
 #include "tools/bench_output.h"
 #include "tools/bench_progress.h"
@@ -24,6 +26,7 @@
 #include "tools/bench_runner.h"
 #include "tools/bench_sweep.h"
 #include "tools/cli.h"
+#include "tools/kernel_flags.h"
 #include "tools/native_weights.h"
 
 namespace moe::tools {
@@ -45,6 +48,9 @@ struct BenchOptions {
   Hold hold = Hold::kNone;
   std::string json, csv, trace;
   int ep = 1;  // --ep: real expert parallelism over MPI ranks
+  experts::ExpertKernelOptions kernels;
+  bool compare = false;
+  std::vector<kernels::WeightFormat> formats;  // --weight_dtype (several only with --compare)
 };
 
 absl::Status CheckRange(const char* flag, int64_t value, int64_t low, int64_t high) {
@@ -135,6 +141,17 @@ absl::StatusOr<BenchOptions> ParseBenchOptions(const std::vector<std::string>& p
     }
   }
   MOE_ASSIGN_OR_RETURN(o.threads, ApplyThreadsFlag());
+  MOE_RETURN_IF_ERROR(ApplyIsaFlag());
+  MOE_ASSIGN_OR_RETURN(o.formats, WeightFormatsFlag());
+  o.compare = absl::GetFlag(FLAGS_compare);
+  if (o.formats.size() > 1 && !o.compare) {
+    return absl::InvalidArgumentError(
+        "flag --weight_dtype: a list of formats needs --compare (one format per layer)");
+  }
+  if (o.compare && (o.ep > 1 || !o.sweep.empty())) {
+    return absl::InvalidArgumentError("flag --compare: not supported with --ep or --sweep");
+  }
+  o.kernels.weight_format = o.formats.front();
   return o;
 }
 
@@ -147,9 +164,11 @@ double PointBytes(const config::LayerConfig& c, int64_t max_tokens) {
   return 4.0 * static_cast<double>(NativeWeightCount(c)) + activation_bytes + (1 << 28);
 }
 
-absl::StatusOr<MoeLayer> MakeLayer(const SweepPoint& point, uint64_t seed) {
+absl::StatusOr<MoeLayer> MakeLayer(const SweepPoint& point, uint64_t seed,
+                                   const experts::ExpertKernelOptions& kernels) {
   trace::TraceScope scope([&] { return absl::StrCat("init weights ", point.label); }, "bench");
-  return MoeLayer::Create(point.config, RandomLayerWeights(point.config, seed));
+  return MoeLayer::Create(point.config, RandomLayerWeights(point.config, seed),
+                          {.experts = kernels});
 }
 
 // Writes the files asked for; the first error.
@@ -168,6 +187,9 @@ absl::Status WriteOutputs(const BenchOptions& o, const BenchContext& context,
 }  // namespace
 
 int BenchCommand(const std::vector<std::string>& positional) {
+  absl::StatusOr<bool> cuda_backend = CudaBackendRequested();
+  if (!cuda_backend.ok()) return Fail(cuda_backend.status(), kExitUsageError);
+  if (*cuda_backend) return CudaBenchCommand(positional);  // tools/bench_cuda.cc
   absl::StatusOr<BenchOptions> options = ParseBenchOptions(positional);
   if (!options.ok()) return Fail(options.status(), kExitUsageError);
   const BenchOptions& o = *options;
@@ -190,6 +212,22 @@ int BenchCommand(const std::vector<std::string>& positional) {
     ep.json = o.json;
     ep.trace = o.trace;
     return RunEpBench(ep);
+  }
+  if (o.compare) {
+    CompareOptions compare;
+    compare.config = *config;
+    compare.config_source = o.config_source;
+    compare.tokens = o.tokens;
+    compare.formats = o.formats;
+    compare.threads = o.threads;
+    compare.repeats = o.row.repeats;
+    compare.warmup = o.row.warmup;
+    compare.steps = FlagGiven("steps") ? o.row.steps : 4;
+    compare.normal_inputs = o.row.normal_inputs;
+    compare.input_skew = o.row.input_skew;
+    compare.check_tokens = o.row.check_tokens;
+    compare.seed = o.row.seed;
+    return RunCompareBench(compare);
   }
   absl::StatusOr<std::vector<SweepPoint>> points = ExpandSweep(*config, o.sweep, o.hold);
   if (!points.ok()) return Fail(points.status(), kExitUsageError);
@@ -239,13 +277,14 @@ int BenchCommand(const std::vector<std::string>& positional) {
   std::optional<MoeLayer> layer;
   if (!sweep) {  // the header reports the weights' init time
     const Clock::time_point init_start = Clock::now();
-    absl::StatusOr<MoeLayer> made = MakeLayer(points->front(), context.seed);
+    absl::StatusOr<MoeLayer> made = MakeLayer(points->front(), context.seed, o.kernels);
     if (!made.ok()) return Fail(made.status(), kExitRuntimeError);
     layer.emplace(*std::move(made));
     context.weight_init_seconds = Seconds(init_start);
     context.weight_gb = 4.0 * static_cast<double>(NativeWeightCount(*config)) / 1e9;
   }
   context.ceilings = MeasureCeilings(*config);
+  context.kernels = KernelsDescription(o.kernels);
 
   if (!o.trace.empty()) trace::Enable();
   std::fputs(sweep ? SweepTableHeader(context).c_str() : TableHeader(context).c_str(), stdout);
@@ -257,10 +296,11 @@ int BenchCommand(const std::vector<std::string>& positional) {
     if (InterruptRequested()) break;
     if (sweep) {
       layer.reset();
-      absl::StatusOr<MoeLayer> made = MakeLayer(point, context.seed);
+      absl::StatusOr<MoeLayer> made = MakeLayer(point, context.seed, o.kernels);
       if (!made.ok()) return Fail(made.status(), kExitRuntimeError);
       layer.emplace(*std::move(made));
     }
+    const std::unique_ptr<MoeLayerWeights> check_weights = EffectiveLayerWeights(*layer);
     for (int64_t num_tokens : o.tokens) {
       if (InterruptRequested()) break;
       const std::string label =
@@ -268,7 +308,10 @@ int BenchCommand(const std::vector<std::string>& positional) {
       absl::StatusOr<BenchRow> row;
       {
         trace::TraceScope scope([&] { return absl::StrCat("point ", label); }, "bench");
-        row = MeasureRow(*layer, o.row, num_tokens, context.ceilings);
+        RowOptions row_options = o.row;
+        row_options.check_weights = check_weights.get();
+        row_options.check = CheckOptionsFor(*layer);
+        row = MeasureRow(*layer, row_options, num_tokens, context.ceilings);
       }
       if (!row.ok()) {
         progress.Finish();

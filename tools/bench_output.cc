@@ -73,10 +73,10 @@ std::string SweepTableHeader(const BenchContext& x) {
   absl::StrAppendFormat(&text, "# timing: %d warm-up + median of %d forwards x %d step%s per row\n",
                         x.warmup, x.repeats, x.steps, x.steps > 1 ? "s" : "");
   absl::StrAppendFormat(&text,
-                        "# ceilings (measured now): dense GEMM %.1f GFLOP/s (MatmulNT 256 x "
+                        "# ceilings (measured now): dense GEMM %.1f GFLOP/s (%s, 256 x "
                         "%d x %d), memory read %.1f GB/s (256 MiB sum)\n",
-                        x.ceilings.gemm_gflops, x.ceilings.gemm_n, x.ceilings.gemm_k,
-                        x.ceilings.read_gbps);
+                        x.ceilings.gemm_gflops, x.ceilings.gemm_name, x.ceilings.gemm_n,
+                        x.ceilings.gemm_k, x.ceilings.read_gbps);
   absl::StrAppendFormat(&text, "\n%7s %5s %7s %7s %7s %10s %11s %9s %6s %10s %12s %8s %9s",
                         "experts", "top_k", "d_model", "d_ff", "tokens", "time_ms", "tokens/s",
                         "GFLOP/s", "%roof", "act_MB/tok", "total_Mparam", "load_max", "ep_KB/tok");
@@ -154,6 +154,8 @@ nlohmann::ordered_json ContextJson(const BenchContext& x) {
       {"weight_gb", x.weight_gb},
       {"weight_init_seconds", x.weight_init_seconds},
       {"ceiling_gemm_gflops", x.ceilings.gemm_gflops},
+      {"ceiling_gemm", x.ceilings.gemm_name},
+      {"kernels", x.kernels},
       {"ceiling_gemm_shape", {x.ceilings.gemm_m, x.ceilings.gemm_n, x.ceilings.gemm_k}},
       {"ceiling_read_gbps", x.ceilings.read_gbps},
       {"flop_formula", FlopFormula()},

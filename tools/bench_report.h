@@ -12,7 +12,8 @@ namespace moe::tools {
 
 // Rates measured once per run that the table rates are compared with.
 struct Ceilings {
-  double gemm_gflops = 0;  // dense MatmulNT C[m, n] = A[m, k] B[n, k]^T, all threads
+  double gemm_gflops = 0;  // dense C[m, n] = A[m, k] B[n, k]^T, all threads
+  std::string gemm_name;   // which GEMM: "OpenBLAS sgemm, Zen" or "plain MatmulNT"
   int64_t gemm_m = 0;      // 256
   int64_t gemm_n = 0;      // d_ff clamped to [1024, 4096]
   int64_t gemm_k = 0;      // d_model clamped to [1024, 4096]
@@ -34,6 +35,7 @@ struct BenchContext {
   double weight_init_seconds = 0;
   double weight_gb = 0;  // all weights, F32
   Ceilings ceilings;
+  std::string kernels;             // KernelsDescription of the layer's experts
   std::vector<std::string> isa;    // CpuIsaFeatures()
   int ranks = 1;                   // processes that ran the bench
   int ep_ranks = 1;                // --model_ranks: ranks the EP bytes are modelled for

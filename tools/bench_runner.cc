@@ -19,12 +19,6 @@ double Seconds(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-double Median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const size_t n = values.size();
-  return n % 2 == 1 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
-}
-
 // Mean over tokens of the distinct remote ranks holding a token's routed experts.
 double RemoteRanksPerToken(const Tensor& topk_ids, int32_t num_experts, int32_t num_ranks) {
   const int64_t num_tokens = topk_ids.dim(0);
@@ -47,6 +41,13 @@ double RemoteRanksPerToken(const Tensor& topk_ids, int32_t num_experts, int32_t 
 }
 
 }  // namespace
+
+double Median(std::vector<double> values) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  const size_t n = values.size();
+  return n % 2 == 1 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
+}
 
 Tensor RandomHidden(int64_t num_tokens, int64_t d_model, uint64_t seed, int step, bool normal,
                     double input_skew) {
@@ -143,8 +144,10 @@ absl::StatusOr<BenchRow> MeasureRow(const MoeLayer& layer, const RowOptions& o, 
     row.active_experts = active_experts;
     row.dropped_slots = out.dropped_slots;
     trace::TraceScope scope("check", "bench");
-    MOE_ASSIGN_OR_RETURN(CheckResult check,
-                         CheckLayerOutput(c, layer.weights(), hidden, out, o.check_tokens));
+    MOE_ASSIGN_OR_RETURN(
+        CheckResult check,
+        CheckLayerOutput(c, o.check_weights != nullptr ? *o.check_weights : layer.weights(), hidden,
+                         out, o.check_tokens, o.check));
     row.checked_tokens = check.checked_tokens;
     row.wrong = check.wrong();
     row.max_abs_error = check.max_abs_error;

@@ -7,6 +7,7 @@
 #include "absl/status/statusor.h"
 #include "moe/base/tensor.h"
 #include "moe/moe_layer.h"
+#include "tools/bench_check.h"
 #include "tools/bench_report.h"
 #include "tools/bench_sweep.h"
 
@@ -21,7 +22,13 @@ struct RowOptions {
   int64_t check_tokens = 0;   // tokens of the first step checked in float64
   int32_t ep_ranks = 1;       // ranks of the EP traffic model
   uint64_t seed = 1;
+  // The #wrong reference: weights (null: the layer's own F32 weights) and number-format model.
+  const MoeLayerWeights* check_weights = nullptr;
+  CheckOptions check;
 };
+
+// The median (mean of the middle two for an even count); 0 for none.
+double Median(std::vector<double> values);
 
 // F32 [num_tokens, d_model], a function of (seed, num_tokens, step) only: N(0, 1) or uniform
 // [-1, 1) entries, plus input_skew * u for one fixed N(0, 1) vector u [d_model] of the seed

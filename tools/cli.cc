@@ -18,6 +18,7 @@
 #include "configs/presets.h"
 #include "tools/balance_commands.h"
 #include "tools/bench_check.h"
+#include "tools/bench_cuda.h"
 
 ABSL_FLAG(std::string, config, "",
           "Layer config: a preset name (see below) or a text-format LayerConfig file. "
@@ -133,7 +134,7 @@ const std::vector<Command>& Commands() {
        "native weights file (--config, --weights; create one with `moe init`). Reads the\n"
        "tensor hidden_states, writes output, topk_ids and topk_weights, prints one summary line.",
        {"model", "layer", "config", "weights", "input", "output", "threads", "ep", "placement",
-        "timeout"},
+        "timeout", "weight_dtype", "isa", "backend"},
        &RunCommand},
       {"init",
        "moe init --config CONFIG --weights OUT.safetensors [--seed S] [--dtype f32|bf16]",
@@ -170,10 +171,17 @@ const std::vector<Command>& Commands() {
        "all-to-all time, algbw/busbw (busbw = algbw*(n-1)/n) and MPI_Alltoallv's busbw at the\n"
        "same bytes. --skew SPEC draws each token's experts from SPEC (uniform, zipf:S, hot:N:P,\n"
        "trace:FILE) and shapes its hidden state so that the real router selects them.\n"
-       "--rebalance feeds each step's expert loads to the rebalance policy.",
-       {"config",    "tokens", "threads",   "seed",    "repeats",    "warmup",      "steps",
-        "json",      "csv",    "trace",     "sweep",   "hold",       "model_ranks", "ep",
-        "placement", "skew",   "rebalance", "timeout", "input_dist", "input_skew",  "check_tokens"},
+       "--rebalance feeds each step's expert loads to the rebalance policy.\n\n"
+       "--backend cuda (GPU 0; default --config " MOE_DEFAULT_CUDA_BENCH_CONFIG
+       " --tokens " MOE_DEFAULT_CUDA_BENCH_TOKENS ") times the CUDA layer with the cuBLAS grouped\n"
+       "GEMM baseline and the sm90 kernel: TFLOP/s against dense cuBLAS GEMMs of the same FLOPs\n"
+       "and GB/s of active expert weights against a device-to-device copy, both measured in the\n"
+       "same run; takes --config, --tokens, --repeats, --warmup, --seed.",
+       {"config",       "tokens",       "threads",     "seed",       "repeats",
+        "warmup",       "steps",        "json",        "csv",        "trace",
+        "sweep",        "hold",         "model_ranks", "ep",         "placement",
+        "skew",         "rebalance",    "timeout",     "input_dist", "input_skew",
+        "check_tokens", "weight_dtype", "isa",         "compare",    "backend"},
        &BenchCommand},
       {"validate",
        "moe validate CONFIG",

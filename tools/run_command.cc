@@ -20,8 +20,10 @@
 #include "moe/hf_import.h"
 #include "moe/moe_layer.h"
 #include "tools/balance_commands.h"
+#include "tools/bench_cuda.h"
 #include "tools/cli.h"
 #include "tools/ep_session.h"
+#include "tools/kernel_flags.h"
 #include "tools/native_weights.h"
 
 namespace moe::tools {
@@ -90,6 +92,15 @@ absl::StatusOr<LoadedLayer> LoadLayer() {
   return loaded;
 }
 
+// The experts' kernels from --weight_dtype (one format).
+absl::StatusOr<experts::ExpertKernelOptions> RunKernelOptions() {
+  MOE_ASSIGN_OR_RETURN(std::vector<kernels::WeightFormat> formats, WeightFormatsFlag());
+  if (formats.size() != 1) {
+    return absl::InvalidArgumentError("flag --weight_dtype: moe run takes one format");
+  }
+  return experts::ExpertKernelOptions{.weight_format = formats[0]};
+}
+
 // Flag combinations of `moe run`; every error is a usage error.
 absl::Status CheckRunFlags(const std::vector<std::string>& positional) {
   MOE_RETURN_IF_ERROR(NoPositional(positional, "run"));
@@ -117,6 +128,8 @@ absl::Status CheckRunFlags(const std::vector<std::string>& positional) {
   }
   MOE_RETURN_IF_ERROR(RequireFlag("input", absl::GetFlag(FLAGS_input), "run"));
   MOE_RETURN_IF_ERROR(RequireFlag("output", absl::GetFlag(FLAGS_output), "run"));
+  MOE_RETURN_IF_ERROR(ApplyIsaFlag());
+  MOE_RETURN_IF_ERROR(RunKernelOptions().status());
   return ApplyThreadsFlag().status();
 }
 
@@ -181,8 +194,8 @@ int RunEpCommand(int ep) {
   absl::StatusOr<MoeLayerWeights> held =
       KeepHeldExperts(config, std::move(loaded->weights), *placement, me);
   if (!held.ok()) return die(held.status());
-  absl::StatusOr<ExpertParallelLayer> layer =
-      ExpertParallelLayer::Create(config, *std::move(held), *placement, comm);
+  absl::StatusOr<ExpertParallelLayer> layer = ExpertParallelLayer::Create(
+      config, *std::move(held), *placement, comm, {.experts = *RunKernelOptions()});
   if (!layer.ok()) return die(layer.status());
   const std::string input = absl::GetFlag(FLAGS_input);
   absl::StatusOr<Tensor> hidden = ReadHiddenStates(input, config.d_model());
@@ -236,14 +249,22 @@ int RunCommand(const std::vector<std::string>& positional) {
     }
   }
   if (!usage.ok()) return Fail(usage, kExitUsageError);
+  absl::StatusOr<bool> cuda_backend = CudaBackendRequested();  // tools/bench_cuda.h
+  if (!cuda_backend.ok()) return Fail(cuda_backend.status(), kExitUsageError);
+  if (*cuda_backend && absl::GetFlag(FLAGS_ep) > 1) {
+    return Fail("flag --backend cuda: not supported with --ep", kExitUsageError);
+  }
+  if (*cuda_backend && !CheckCudaBackendAvailable().ok()) {
+    return Fail(CheckCudaBackendAvailable(), kExitRuntimeError);
+  }
   if (absl::GetFlag(FLAGS_ep) > 1) return RunEpCommand(absl::GetFlag(FLAGS_ep));
 
   absl::StatusOr<LoadedLayer> loaded = LoadLayer();
   if (!loaded.ok()) return Fail(loaded.status(), kExitRuntimeError);
   const config::LayerConfig config = loaded->config;
   const std::string source = loaded->source;
-  absl::StatusOr<MoeLayer> layer =
-      MoeLayer::Create(std::move(loaded->config), std::move(loaded->weights));
+  absl::StatusOr<MoeLayer> layer = MoeLayer::Create(
+      std::move(loaded->config), std::move(loaded->weights), {.experts = *RunKernelOptions()});
   if (!layer.ok()) return Fail(layer.status(), kExitRuntimeError);
 
   const std::string input = absl::GetFlag(FLAGS_input);
@@ -252,7 +273,9 @@ int RunCommand(const std::vector<std::string>& positional) {
 
   StageTimes times;
   const auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<LayerOutput> out = layer->Forward(*hidden, &times);
+  absl::StatusOr<LayerOutput> out = *cuda_backend
+                                        ? CudaForward(config, layer->weights(), *hidden, &times)
+                                        : layer->Forward(*hidden, &times);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (!out.ok()) return Fail(absl::StrCat(input, ": ", out.status().message()), kExitRuntimeError);

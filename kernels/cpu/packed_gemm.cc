@@ -10,11 +10,16 @@ namespace {
 
 // Inputs per microkernel pass: long enough to amortize C, short enough that a panel's slice
 // stays in L2 while it serves every row block.
-constexpr int64_t kInputBlock = 2048;
+constexpr int64_t kInputBlock = 512;
 
 }  // namespace
 
 int MaxTileRows(WeightFormat format) { return format == WeightFormat::kInt4 ? 2 : 6; }
+
+int TilePanels(WeightFormat format, int rows) {
+  if (format == WeightFormat::kInt4) return 1;
+  return rows == 1 ? 4 : rows == 2 ? 3 : 1;
+}
 
 void QuantizeRowsInt8(const float* x, int64_t ld_x, int64_t m, int64_t k, int8_t* q, int64_t ld_q,
                       float* scale, int32_t* corr, int64_t ld_corr) {
@@ -50,12 +55,22 @@ void PackedGemm(const PackedGemmParams& p) {
   const int64_t k = int4 ? (w.k + kInt4Group - 1) / kInt4Group * kInt4Group : w.k;
   for (int64_t k0 = 0; k0 < k || k0 == 0; k0 += kInputBlock) {
     const int64_t kc = std::min(kInputBlock, k - k0);
-    for (int64_t panel = p.panel_begin; panel < p.panel_end; ++panel) {
+    // Decode-sized calls (at most 2 rows) take several full panels per microkernel call.
+    const int rows_all = static_cast<int>(std::min<int64_t>(max_rows, p.m));
+    const int group = p.m <= 2 ? TilePanels(format, rows_all) : 1;
+    for (int64_t panel = p.panel_begin; panel < p.panel_end;) {
       const int cols = static_cast<int>(std::min<int64_t>(kPanelWidth, w.n - panel * kPanelWidth));
+      int panels = 1;
+      if (group > 1 && panel + group <= p.panel_end && (panel + group) * kPanelWidth <= w.n) {
+        panels = group;
+      }
       for (int64_t r0 = 0; r0 < p.m; r0 += max_rows) {
         PanelTile t;
         t.rows = static_cast<int>(std::min<int64_t>(max_rows, p.m - r0));
         t.cols = cols;
+        t.panels = panels;
+        t.panel_stride = w.panel_bytes;
+        t.scale_stride = w.panel_scales;
         t.panel = w.panel(panel);
         t.panel_scales = w.panel_scale(panel);
         t.k0 = k0;
@@ -76,6 +91,7 @@ void PackedGemm(const PackedGemmParams& p) {
         }
         kernel(t);
       }
+      panel += panels;
     }
     if (k == 0) break;
   }

@@ -58,8 +58,13 @@ struct PanelTile {
   int64_t kc = 0;      // kInt4: a multiple of 32 (inputs are zero-padded)
   float* c = nullptr;  // row 0, the panel's column 0
   int64_t ldc = 0;
-  int rows = 0;       // 1 .. MaxTileRows(format)
-  int cols = 16;      // valid outputs of the panel (< 16 only for the last panel)
+  int rows = 0;   // 1 .. MaxTileRows(format)
+  int cols = 16;  // valid outputs of the panel (< 16 only for the last panel)
+  // Consecutive panels in one call (TilePanels: > 1 only for 1-2 rows, all 16 outputs valid);
+  // panel i starts at panel + i * panel_stride bytes, its scales at i * scale_stride floats.
+  int panels = 1;
+  int64_t panel_stride = 0;
+  int64_t scale_stride = 0;
   bool first = true;  // start from 0, else add to c
   bool last = true;   // apply the per-column / per-row scales
 };
@@ -67,6 +72,8 @@ using PanelKernel = void (*)(const PanelTile&);
 
 // Rows per microkernel call for a format.
 int MaxTileRows(WeightFormat format);
+// Panels per microkernel call for `rows` rows of a format (1, or more for decode rows).
+int TilePanels(WeightFormat format, int rows);
 
 // The ISA-specific microkernels (packed_gemm_avx2.cc, packed_gemm_portable.cc).
 PanelKernel Avx2PanelKernel(WeightFormat format);

@@ -66,63 +66,83 @@ struct Int8Panel {
   }
 };
 
-template <class Panel, int R>
+// R rows x P panels (16 * P outputs): P > 1 only for few rows, where independent accumulators
+// keep the FMA pipes busy while the panels stream (decode).
+template <class Panel, int R, int P>
 void FloatTile(const PanelTile& t, bool column_scales) {
-  __m256 acc[R][2];
+  __m256 acc[R][P][2];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
-    if (t.first) {
-      acc[r][0] = _mm256_setzero_ps();
-      acc[r][1] = _mm256_setzero_ps();
-    } else {
-      LoadRow(t.c + r * t.ldc, t.cols, &acc[r][0], &acc[r][1]);
+#pragma GCC unroll 8
+    for (int p = 0; p < P; ++p) {
+      if (t.first) {
+        acc[r][p][0] = _mm256_setzero_ps();
+        acc[r][p][1] = _mm256_setzero_ps();
+      } else {
+        LoadRow(t.c + r * t.ldc + p * 16, P > 1 ? 16 : t.cols, &acc[r][p][0], &acc[r][p][1]);
+      }
     }
   }
   const float* a[R];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) a[r] = t.a + r * t.lda + t.k0;
   const uint8_t* panel = t.panel + t.k0 * Panel::kBytesPerInput;
+  const int64_t stride = t.panel_stride;
   const int64_t kc = t.kc;
   for (int64_t kk = 0; kk < kc; ++kk) {
-    _mm_prefetch(reinterpret_cast<const char*>(panel + kk * Panel::kBytesPerInput + kPrefetchBytes),
-                 _MM_HINT_T0);
-    __m256 lo, hi;
-    Panel::Load(panel, kk, &lo, &hi);
+    __m256 x[R];
 #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const __m256 x = _mm256_broadcast_ss(a[r] + kk);
-      acc[r][0] = _mm256_fmadd_ps(x, lo, acc[r][0]);
-      acc[r][1] = _mm256_fmadd_ps(x, hi, acc[r][1]);
+    for (int r = 0; r < R; ++r) x[r] = _mm256_broadcast_ss(a[r] + kk);
+#pragma GCC unroll 8
+    for (int p = 0; p < P; ++p) {
+      const uint8_t* panel_p = panel + p * stride;
+      _mm_prefetch(
+          reinterpret_cast<const char*>(panel_p + kk * Panel::kBytesPerInput + kPrefetchBytes),
+          _MM_HINT_T0);
+      __m256 lo, hi;
+      Panel::Load(panel_p, kk, &lo, &hi);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        acc[r][p][0] = _mm256_fmadd_ps(x[r], lo, acc[r][p][0]);
+        acc[r][p][1] = _mm256_fmadd_ps(x[r], hi, acc[r][p][1]);
+      }
     }
   }
-  if (t.last && column_scales) {
-    const __m256 s_lo = _mm256_loadu_ps(t.panel_scales);
-    const __m256 s_hi = _mm256_loadu_ps(t.panel_scales + 8);
+#pragma GCC unroll 8
+  for (int p = 0; p < P; ++p) {
+    if (t.last && column_scales) {
+      const __m256 s_lo = _mm256_loadu_ps(t.panel_scales + p * t.scale_stride);
+      const __m256 s_hi = _mm256_loadu_ps(t.panel_scales + p * t.scale_stride + 8);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        acc[r][p][0] = _mm256_mul_ps(acc[r][p][0], s_lo);
+        acc[r][p][1] = _mm256_mul_ps(acc[r][p][1], s_hi);
+      }
+    }
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      acc[r][0] = _mm256_mul_ps(acc[r][0], s_lo);
-      acc[r][1] = _mm256_mul_ps(acc[r][1], s_hi);
+      StoreRow(t.c + r * t.ldc + p * 16, P > 1 ? 16 : t.cols, acc[r][p][0], acc[r][p][1]);
     }
   }
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) StoreRow(t.c + r * t.ldc, t.cols, acc[r][0], acc[r][1]);
 }
 
 template <class Panel, bool kColumnScales>
 void FloatKernel(const PanelTile& t) {
+  if (t.panels == 4 && t.rows == 1) return FloatTile<Panel, 1, 4>(t, kColumnScales);
+  if (t.panels == 3 && t.rows == 2) return FloatTile<Panel, 2, 3>(t, kColumnScales);
   switch (t.rows) {
     case 1:
-      return FloatTile<Panel, 1>(t, kColumnScales);
+      return FloatTile<Panel, 1, 1>(t, kColumnScales);
     case 2:
-      return FloatTile<Panel, 2>(t, kColumnScales);
+      return FloatTile<Panel, 2, 1>(t, kColumnScales);
     case 3:
-      return FloatTile<Panel, 3>(t, kColumnScales);
+      return FloatTile<Panel, 3, 1>(t, kColumnScales);
     case 4:
-      return FloatTile<Panel, 4>(t, kColumnScales);
+      return FloatTile<Panel, 4, 1>(t, kColumnScales);
     case 5:
-      return FloatTile<Panel, 5>(t, kColumnScales);
+      return FloatTile<Panel, 5, 1>(t, kColumnScales);
     default:
-      return FloatTile<Panel, 6>(t, kColumnScales);
+      return FloatTile<Panel, 6, 1>(t, kColumnScales);
   }
 }
 

@@ -24,6 +24,17 @@ float Int8Weight(const uint8_t* panel, int64_t kk, int j) {
 
 template <float (*Weight)(const uint8_t*, int64_t, int)>
 void FloatTile(const PanelTile& t, bool column_scales) {
+  if (t.panels > 1) {  // one panel at a time: the same sums
+    PanelTile one = t;
+    one.panels = 1;
+    for (int i = 0; i < t.panels; ++i) {
+      one.panel = t.panel + i * t.panel_stride;
+      one.panel_scales = t.panel_scales + i * t.scale_stride;
+      one.c = t.c + i * 16;
+      FloatTile<Weight>(one, column_scales);
+    }
+    return;
+  }
   for (int r = 0; r < t.rows; ++r) {
     const float* a = t.a + r * t.lda + t.k0;
     float* c = t.c + r * t.ldc;

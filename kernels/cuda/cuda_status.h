@@ -16,8 +16,8 @@ namespace moe::kernels::cuda {
 inline absl::Status CudaStatus(cudaError_t error, const char* call) {
   if (error == cudaSuccess) return absl::OkStatus();
   cudaGetLastError();
-  return absl::InternalError(
-      absl::StrCat(call, " failed: ", cudaGetErrorName(error), " (", cudaGetErrorString(error), ")"));
+  return absl::InternalError(absl::StrCat(call, " failed: ", cudaGetErrorName(error), " (",
+                                          cudaGetErrorString(error), ")"));
 }
 
 inline absl::Status CuStatus(CUresult result, const char* call) {

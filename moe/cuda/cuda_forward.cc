@@ -12,6 +12,8 @@
 namespace moe::cuda {
 namespace {
 
+namespace kc = ::moe::kernels::cuda;
+
 // The CPU's message for a bad row (gating/router.cc), so both backends read the same.
 absl::Status CheckHiddenFinite(const Tensor& hidden) {
   const int64_t d = hidden.dim(1);
@@ -64,8 +66,7 @@ absl::Status SetSharedOffsets(CudaLayerWorkspace& ws, int64_t num_tokens) {
 
 }  // namespace
 
-absl::StatusOr<LayerOutput> CudaMoeLayer::Forward(const Tensor& hidden_states,
-                                                  StageTimes* times) {
+absl::StatusOr<LayerOutput> CudaMoeLayer::Forward(const Tensor& hidden_states, StageTimes* times) {
   MOE_ASSIGN_OR_RETURN(Tensor hidden, stages::HiddenAsF32(hidden_states, config_.d_model()));
   MOE_RETURN_IF_ERROR(CheckHiddenFinite(hidden));
   const int64_t num_tokens = hidden.dim(0);
@@ -81,7 +82,7 @@ absl::StatusOr<LayerOutput> CudaMoeLayer::Forward(const Tensor& hidden_states,
   MOE_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
   if (forward_ws_ == nullptr || forward_ws_->max_tokens < num_tokens) {
     forward_ws_.reset();  // free the old buffers first
-    MOE_ASSIGN_OR_RETURN(forward_ws_, AllocateWorkspace(config_, num_tokens));
+    MOE_ASSIGN_OR_RETURN(forward_ws_, AllocateWorkspace(config_, num_tokens, options_.fp8_experts));
   }
   CudaLayerWorkspace& ws = *forward_ws_;
   MOE_RETURN_IF_ERROR(SetSharedOffsets(ws, num_tokens));
@@ -117,7 +118,7 @@ absl::Status CudaMoeLayer::PrepareDecode(int64_t max_tokens, bool use_graph) {
     decode_graph_ = nullptr;
   }
   decode_ws_.reset();
-  MOE_ASSIGN_OR_RETURN(decode_ws_, AllocateWorkspace(config_, max_tokens));
+  MOE_ASSIGN_OR_RETURN(decode_ws_, AllocateWorkspace(config_, max_tokens, options_.fp8_experts));
   CudaLayerWorkspace& ws = *decode_ws_;
   MOE_RETURN_IF_ERROR(SetSharedOffsets(ws, max_tokens));
   MOE_CUDA_RETURN_IF_ERROR(cudaMemset(ws.hidden.get(), 0, ws.hidden.bytes()));
@@ -130,8 +131,8 @@ absl::Status CudaMoeLayer::PrepareDecode(int64_t max_tokens, bool use_graph) {
   MOE_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
   const absl::Status enqueued = Enqueue(ws, max_tokens, ws.valid.as<int64_t>(), nullptr);
   cudaGraph_t graph = nullptr;
-  const absl::Status ended = kc::CudaStatus(cudaStreamEndCapture(stream_, &graph),
-                                            "cudaStreamEndCapture");
+  const absl::Status ended =
+      kc::CudaStatus(cudaStreamEndCapture(stream_, &graph), "cudaStreamEndCapture");
   MOE_RETURN_IF_ERROR(enqueued);
   MOE_RETURN_IF_ERROR(ended);
   const absl::Status instantiated =
@@ -149,9 +150,8 @@ absl::StatusOr<LayerOutput> CudaMoeLayer::Decode(const Tensor& hidden_states) {
   MOE_RETURN_IF_ERROR(CheckHiddenFinite(hidden));
   const int64_t num_tokens = hidden.dim(0);
   if (num_tokens > ws.max_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat("hidden_states: ", num_tokens,
-                                                   " tokens exceed the decode maximum of ",
-                                                   ws.max_tokens));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "hidden_states: ", num_tokens, " tokens exceed the decode maximum of ", ws.max_tokens));
   }
   MOE_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
   // Real rows, then zero padding rows, then the real count: all ordered before the replay.

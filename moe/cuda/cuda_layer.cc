@@ -22,10 +22,29 @@
 #if MOE_CUDA_HAVE_SM90_GEMM
 #include "kernels/cuda/grouped_gemm_sm90.h"
 #endif
+#if MOE_CUDA_HAVE_FP8_QUANTIZE
+#include "kernels/cuda/fp8_quantize.h"
+#endif
 
 namespace moe::cuda {
 
 namespace kc = ::moe::kernels::cuda;
+
+#if MOE_CUDA_HAVE_REFERENCE_GEMM
+constexpr bool kHaveReferenceGemm = true;
+#else
+constexpr bool kHaveReferenceGemm = false;
+#endif
+#if MOE_CUDA_HAVE_SM90_GEMM
+constexpr bool kHaveSm90Gemm = true;
+#else
+constexpr bool kHaveSm90Gemm = false;
+#endif
+#if MOE_CUDA_HAVE_FP8_QUANTIZE
+constexpr bool kHaveFp8Quantize = true;
+#else
+constexpr bool kHaveFp8Quantize = false;
+#endif
 
 absl::StatusOr<GroupedGemmImpl> ParseGroupedGemmImpl(absl::string_view name) {
   if (name == "reference") return GroupedGemmImpl::kReference;
@@ -50,11 +69,11 @@ const char* GroupedGemmImplName(GroupedGemmImpl impl) {
 bool GroupedGemmImplBuilt(GroupedGemmImpl impl) {
   switch (impl) {
     case GroupedGemmImpl::kReference:
-      return MOE_CUDA_HAVE_REFERENCE_GEMM + 0 == 1;
+      return kHaveReferenceGemm;
     case GroupedGemmImpl::kCublas:
       return true;
     case GroupedGemmImpl::kSm90:
-      return MOE_CUDA_HAVE_SM90_GEMM + 0 == 1;
+      return kHaveSm90Gemm;
   }
   return false;
 }
@@ -73,8 +92,8 @@ kc::RouterSpec RouterSpecOf(const config::LayerConfig& c) {
   kc::RouterSpec spec;
   spec.score = r.score_function() == config::SCORE_SIGMOID ? kc::RouterScore::kSigmoid
                                                            : kc::RouterScore::kSoftmax;
-  spec.topk_then_score = spec.score == kc::RouterScore::kSoftmax &&
-                         r.score_order() == config::TOPK_THEN_SCORE;
+  spec.topk_then_score =
+      spec.score == kc::RouterScore::kSoftmax && r.score_order() == config::TOPK_THEN_SCORE;
   spec.renormalize = r.renormalize();
   spec.num_groups = r.num_groups();
   spec.topk_groups = r.topk_groups();
@@ -100,23 +119,42 @@ absl::Status CudaMoeLayer::Init() {
                                                  kc::kRouterMaxExperts, ", the config has ",
                                                  config_.num_experts()));
   }
+  if (options_.fp8_experts && (options_.gemm == GroupedGemmImpl::kCublas || !kHaveFp8Quantize)) {
+    return absl::UnimplementedError(
+        "FP8 experts need the reference or sm90 grouped GEMM and the FP8 quantize kernel (the "
+        "cublas baseline has no 128x128 block-scaled GEMM)");
+  }
+  if (!GroupedGemmImplBuilt(options_.gemm)) {
+    return absl::UnimplementedError(absl::StrCat(
+        "grouped GEMM '", GroupedGemmImplName(options_.gemm), "' is not part of this build"));
+  }
   const int devices = CudaDeviceCount();
   if (devices == 0) return absl::FailedPreconditionError("no CUDA device visible");
   if (options_.device < 0 || options_.device >= devices) {
-    return absl::InvalidArgumentError(absl::StrCat("CUDA device ", options_.device,
-                                                   ": expected 0 to ", devices - 1));
-  }
-  if (!GroupedGemmImplBuilt(options_.gemm)) {
-    return absl::UnimplementedError(absl::StrCat("grouped GEMM '",
-                                                 GroupedGemmImplName(options_.gemm),
-                                                 "' is not part of this build"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("CUDA device ", options_.device, ": expected 0 to ", devices - 1));
   }
 #if MOE_CUDA_HAVE_SM90_GEMM
-  if (options_.gemm == GroupedGemmImpl::kSm90 &&
-      !kc::GroupedGemmSm90Supported(options_.device)) {
-    return absl::UnimplementedError(absl::StrCat("grouped GEMM 'sm90' needs a Hopper GPU "
-                                                 "(compute capability 9.0); device ",
-                                                 options_.device, " is not one"));
+  if (options_.gemm == GroupedGemmImpl::kSm90) {
+    if (!kc::GroupedGemmSm90Supported(options_.device)) {
+      return absl::UnimplementedError(
+          absl::StrCat("grouped GEMM 'sm90' needs a Hopper GPU "
+                       "(compute capability 9.0); device ",
+                       options_.device, " is not one"));
+    }
+    // Every projection's shape, so that an unsupported one fails here and not mid-forward.
+    const int64_t d = config_.d_model();
+    for (const int64_t d_ff : {config_.d_ff(), config::SharedExpertsDff(config_)}) {
+      if (d_ff == 0) continue;
+      for (const auto& [n, k] : {std::pair<int64_t, int64_t>{d_ff, d}, {d, d_ff}}) {
+        kc::GroupedGemmParams probe;
+        probe.dtype = options_.fp8_experts ? kc::GemmDtype::kFP8E4M3 : kc::GemmDtype::kBF16;
+        probe.num_experts = 1;
+        probe.n = n;
+        probe.k = k;
+        MOE_RETURN_IF_ERROR(kc::GroupedGemmSm90CanImplement(probe));
+      }
+    }
   }
 #endif
   MOE_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
@@ -138,17 +176,23 @@ absl::Status CudaMoeLayer::Init() {
 absl::StatusOr<std::unique_ptr<CudaMoeLayer>> CudaMoeLayer::Create(config::LayerConfig config,
                                                                    const MoeLayerWeights& weights,
                                                                    CudaLayerOptions options) {
+  MOE_RETURN_IF_ERROR(config::ValidateLayerConfig(config, "layer config"));
+  MOE_RETURN_IF_ERROR(CheckLayerWeights(config, weights));
   std::unique_ptr<CudaMoeLayer> layer(new CudaMoeLayer(std::move(config), options));
-  MOE_RETURN_IF_ERROR(CheckLayerWeights(layer->config_, weights));
   MOE_RETURN_IF_ERROR(layer->Init());
-  MOE_ASSIGN_OR_RETURN(layer->weights_, UploadLayerWeights(layer->config_, weights));
+  MOE_ASSIGN_OR_RETURN(layer->weights_,
+                       UploadLayerWeights(layer->config_, weights, options.fp8_experts));
   return layer;
 }
 
-absl::StatusOr<std::unique_ptr<CudaMoeLayer>> CudaMoeLayer::CreateRandom(
-    config::LayerConfig config, uint64_t seed, CudaLayerOptions options) {
+absl::StatusOr<std::unique_ptr<CudaMoeLayer>> CudaMoeLayer::CreateRandom(config::LayerConfig config,
+                                                                         uint64_t seed,
+                                                                         CudaLayerOptions options) {
   std::unique_ptr<CudaMoeLayer> layer(new CudaMoeLayer(std::move(config), options));
   MOE_RETURN_IF_ERROR(layer->Init());
+  if (options.fp8_experts) {
+    return absl::UnimplementedError("FP8 experts: random device weights are BF16 only; use Create");
+  }
   MOE_ASSIGN_OR_RETURN(layer->weights_, RandomDeviceLayerWeights(layer->config_, seed));
   return layer;
 }
@@ -175,15 +219,34 @@ absl::Status CudaMoeLayer::Gemm(const kc::GroupedGemmParams& p) {
       break;
 #endif
   }
-  return absl::UnimplementedError(absl::StrCat(
-      "grouped GEMM '", GroupedGemmImplName(options_.gemm), "' is not part of this build"));
+  return absl::UnimplementedError(absl::StrCat("grouped GEMM '", GroupedGemmImplName(options_.gemm),
+                                               "' is not part of this build"));
 }
 
 absl::Status CudaMoeLayer::RunFfn(const DeviceFfnWeights& w, const void* x_bf16,
                                   const int64_t* offsets, int64_t max_rows, CudaLayerWorkspace& ws,
                                   float* out) {
+  // FP8 experts: the GEMM input (x, then h) quantized to e4m3 with 1x128 block scales first.
+  auto input = [&](const void* bf16, int64_t k, kc::GroupedGemmParams* p) -> absl::Status {
+    p->a = bf16;
+    if (!w.fp8) return absl::OkStatus();
+#if MOE_CUDA_HAVE_FP8_QUANTIZE
+    p->dtype = kc::GemmDtype::kFP8E4M3;
+    p->a = ws.fp8_x.get();
+    p->a_scales = ws.fp8_x_scales.as<float>();
+    return kc::QuantizeActivationsE4M3Gpu({.x = bf16,
+                                           .input_dtype = kc::QuantizeInputDtype::kBF16,
+                                           .q = ws.fp8_x.get(),
+                                           .scales = ws.fp8_x_scales.as<float>(),
+                                           .rows = max_rows,
+                                           .k = k},
+                                          stream_);
+#else
+    return absl::UnimplementedError("FP8 experts: this build has no FP8 quantize kernel");
+#endif
+  };
   kc::GroupedGemmParams p;
-  p.a = x_bf16;
+  MOE_RETURN_IF_ERROR(input(x_bf16, w.d_model, &p));
   p.offsets = offsets;
   p.num_experts = w.num_experts;
   p.max_rows = max_rows;
@@ -193,7 +256,9 @@ absl::Status CudaMoeLayer::RunFfn(const DeviceFfnWeights& w, const void* x_bf16,
   if (act == config::ACTIVATION_SWIGLU) {
     // gate/up with the fused SwiGLU epilogue: h = silu(x . gate^T) * (x . up^T), BF16.
     p.b = w.gate.get();
+    p.b_scales = w.gate_scales.as<float>();
     p.b_up = w.up.get();
+    p.b_up_scales = w.up_scales.as<float>();
     p.c = ws.ffn_h.get();
     p.epilogue = kc::GemmEpilogue::kSwiGLU;
     p.out_dtype = kc::GemmOutDtype::kBF16;
@@ -204,10 +269,12 @@ absl::Status CudaMoeLayer::RunFfn(const DeviceFfnWeights& w, const void* x_bf16,
     p.out_dtype = kc::GemmOutDtype::kF32;
     if (gated) {
       p.b = w.gate.get();
+      p.b_scales = w.gate_scales.as<float>();
       p.c = ws.ffn_gate.get();
       MOE_RETURN_IF_ERROR(Gemm(p));
     }
     p.b = w.up.get();
+    p.b_scales = w.up_scales.as<float>();
     p.c = ws.ffn_up.get();
     MOE_RETURN_IF_ERROR(Gemm(p));
     MOE_RETURN_IF_ERROR(kc::Activation(
@@ -223,8 +290,9 @@ absl::Status CudaMoeLayer::RunFfn(const DeviceFfnWeights& w, const void* x_bf16,
   }
   // down: out = h . down^T, F32.
   kc::GroupedGemmParams down;
-  down.a = ws.ffn_h.get();
+  MOE_RETURN_IF_ERROR(input(ws.ffn_h.get(), w.d_ff, &down));
   down.b = w.down.get();
+  down.b_scales = w.down_scales.as<float>();
   down.offsets = offsets;
   down.c = out;
   down.num_experts = w.num_experts;
@@ -235,8 +303,8 @@ absl::Status CudaMoeLayer::RunFfn(const DeviceFfnWeights& w, const void* x_bf16,
   return Gemm(down);
 }
 
-absl::Status CudaMoeLayer::Enqueue(CudaLayerWorkspace& ws, int64_t num_tokens,
-                                   const int64_t* valid, cudaEvent_t* marks) {
+absl::Status CudaMoeLayer::Enqueue(CudaLayerWorkspace& ws, int64_t num_tokens, const int64_t* valid,
+                                   cudaEvent_t* marks) {
   const config::LayerConfig& c = config_;
   const int64_t d = c.d_model();
   const int64_t slots = num_tokens * c.top_k();
@@ -270,23 +338,23 @@ absl::Status CudaMoeLayer::Enqueue(CudaLayerWorkspace& ws, int64_t num_tokens,
   MOE_RETURN_IF_ERROR(mark(1));
 
   const bool drops = c.capacity().policy() != config::DROPLESS;
-  MOE_RETURN_IF_ERROR(kc::BuildDeviceRoutingPlan(
-      {.topk_ids = ws.topk_ids.as<int32_t>(),
-       .num_valid_tokens = valid,
-       .num_tokens = num_tokens,
-       .top_k = c.top_k(),
-       .num_experts = c.num_experts(),
-       .capacity_factor = drops ? c.capacity().factor() : 0.0f,
-       .demand = ws.demand.as<int64_t>(),
-       .counts = ws.counts.as<int64_t>(),
-       .offsets = ws.offsets.as<int64_t>(),
-       .slot_of_row = ws.slot_of_row.as<int64_t>(),
-       .row_of_slot = ws.row_of_slot.as<int64_t>(),
-       .dropped_slots = ws.dropped.as<int64_t>(),
-       .first_bad_slot = ws.first_bad_slot.as<unsigned long long>(),
-       .workspace = ws.plan_workspace.get(),
-       .workspace_bytes = ws.plan_workspace.bytes()},
-      stream_));
+  MOE_RETURN_IF_ERROR(
+      kc::BuildDeviceRoutingPlan({.topk_ids = ws.topk_ids.as<int32_t>(),
+                                  .num_valid_tokens = valid,
+                                  .num_tokens = num_tokens,
+                                  .top_k = c.top_k(),
+                                  .num_experts = c.num_experts(),
+                                  .capacity_factor = drops ? c.capacity().factor() : 0.0f,
+                                  .demand = ws.demand.as<int64_t>(),
+                                  .counts = ws.counts.as<int64_t>(),
+                                  .offsets = ws.offsets.as<int64_t>(),
+                                  .slot_of_row = ws.slot_of_row.as<int64_t>(),
+                                  .row_of_slot = ws.row_of_slot.as<int64_t>(),
+                                  .dropped_slots = ws.dropped.as<int64_t>(),
+                                  .first_bad_slot = ws.first_bad_slot.as<unsigned long long>(),
+                                  .workspace = ws.plan_workspace.get(),
+                                  .workspace_bytes = ws.plan_workspace.bytes()},
+                                 stream_));
   MOE_RETURN_IF_ERROR(mark(2));
 
   MOE_RETURN_IF_ERROR(kc::PermuteRows({.src = ws.hidden.get(),
@@ -299,8 +367,8 @@ absl::Status CudaMoeLayer::Enqueue(CudaLayerWorkspace& ws, int64_t num_tokens,
                                        .d_model = d,
                                        .top_k = c.top_k()},
                                       stream_));
-  MOE_RETURN_IF_ERROR(RunFfn(weights_.experts, ws.x_rows.get(), ws.offsets.as<int64_t>(), slots,
-                             ws, ws.y_rows.as<float>()));
+  MOE_RETURN_IF_ERROR(RunFfn(weights_.experts, ws.x_rows.get(), ws.offsets.as<int64_t>(), slots, ws,
+                             ws.y_rows.as<float>()));
   const bool shared = weights_.shared.num_experts > 0;
   const bool shared_gate = c.shared_experts().sigmoid_gate();
   if (shared) {
@@ -360,8 +428,8 @@ absl::StatusOr<LayerOutput> CudaMoeLayer::Collect(CudaLayerWorkspace& ws, int64_
           "router logits of token ", t, " are not finite (NaN or Inf; hidden values too large?)"));
     }
     if (status[t] == kc::kRouterRowBadBias) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "selection scores of token ", t, " hold NaN (is selection_bias finite?)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("selection scores of token ", t, " hold NaN (is selection_bias finite?)"));
     }
   }
   MOE_ASSIGN_OR_RETURN(std::vector<unsigned long long> bad,
@@ -392,3 +460,5 @@ absl::StatusOr<LayerOutput> CudaMoeLayer::Collect(CudaLayerWorkspace& ws, int64_
   result.dropped_slots = dropped[0];
   return result;
 }
+
+}  // namespace moe::cuda

@@ -46,6 +46,9 @@ kernels::cuda::RouterSpec RouterSpecOf(const config::LayerConfig& config);
 struct CudaLayerOptions {
   GroupedGemmImpl gemm = GroupedGemmImpl::kCublas;
   int device = 0;
+  // Experts (routed and shared) in FP8 e4m3 with 128x128 block scales, quantized at Create;
+  // GEMM inputs quantized per 1x128 block on the fly. Needs the reference or sm90 GEMM.
+  bool fp8_experts = false;
 };
 
 // Device buffers of one forward for up to max_tokens tokens (cuda_layer.cc).

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "configs/layer_config.h"
+#include "kernels/cuda/fp8_block_scale.h"
 #include "kernels/cuda/random_fill.h"
 #include "moe/base/dtype.h"
 
@@ -34,20 +35,52 @@ absl::StatusOr<DeviceBuffer> UploadF32(const Tensor& t) {
   return DeviceBuffer::FromHost(host);
 }
 
-absl::StatusOr<DeviceFfnWeights> UploadFfn(const experts::ExpertWeights& w) {
+// F32 host tensor [num_experts, n, k] -> FP8 e4m3 codes and 128x128 block scales on the device.
+absl::Status UploadFp8(const Tensor& t, DeviceBuffer* codes, DeviceBuffer* scales) {
+  const int64_t experts = t.dim(0), n = t.dim(1), k = t.dim(2);
+  const int64_t blocks = experts *
+                         ((n + kernels::cuda::kFp8BlockSize - 1) / kernels::cuda::kFp8BlockSize) *
+                         ((k + kernels::cuda::kFp8BlockSize - 1) / kernels::cuda::kFp8BlockSize);
+  std::vector<uint8_t> q(static_cast<size_t>(t.num_elements()));
+  std::vector<float> s(static_cast<size_t>(blocks));
+  kernels::cuda::QuantizeWeightsE4M3(t.data<float>(), experts, n, k, q.data(), s.data());
+  MOE_ASSIGN_OR_RETURN(*codes, DeviceBuffer::FromHost(q));
+  MOE_ASSIGN_OR_RETURN(*scales, DeviceBuffer::FromHost(s));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<DeviceFfnWeights> UploadFfn(const experts::ExpertWeights& w, bool fp8) {
   DeviceFfnWeights d;
   d.num_experts = w.num_experts();
   d.d_model = w.d_model();
   d.d_ff = w.d_ff();
-  if (!w.gate.empty()) MOE_ASSIGN_OR_RETURN(d.gate, UploadBf16(w.gate));
+  d.fp8 = fp8;
+  if (fp8) {
+    if (!w.gate.empty()) MOE_RETURN_IF_ERROR(UploadFp8(w.gate, &d.gate, &d.gate_scales));
+    MOE_RETURN_IF_ERROR(UploadFp8(w.up, &d.up, &d.up_scales));
+    MOE_RETURN_IF_ERROR(UploadFp8(w.down, &d.down, &d.down_scales));
+    return d;
+  }
+  if (!w.gate.empty()) {
+    MOE_ASSIGN_OR_RETURN(d.gate, UploadBf16(w.gate));
+  }
   MOE_ASSIGN_OR_RETURN(d.up, UploadBf16(w.up));
   MOE_ASSIGN_OR_RETURN(d.down, UploadBf16(w.down));
   return d;
 }
 
 // Seeds per tensor, so tensors do not repeat each other's values.
-enum SeedSalt : uint64_t { kRouter = 1, kBias, kGate, kUp, kDown, kSharedGateProj, kSharedUp,
-                           kSharedDown, kSharedGate };
+enum SeedSalt : uint64_t {
+  kRouter = 1,
+  kBias,
+  kGate,
+  kUp,
+  kDown,
+  kSharedGateProj,
+  kSharedUp,
+  kSharedDown,
+  kSharedGate
+};
 
 absl::StatusOr<DeviceBuffer> RandomBuffer(RowDtype dtype, int64_t n, uint64_t seed, float bound) {
   MOE_ASSIGN_OR_RETURN(DeviceBuffer b,
@@ -76,15 +109,16 @@ absl::StatusOr<DeviceFfnWeights> RandomFfn(bool gated, int64_t num_experts, int6
 }  // namespace
 
 absl::StatusOr<DeviceLayerWeights> UploadLayerWeights(const config::LayerConfig& config,
-                                                      const MoeLayerWeights& weights) {
+                                                      const MoeLayerWeights& weights,
+                                                      bool fp8_experts) {
   DeviceLayerWeights d;
   MOE_ASSIGN_OR_RETURN(d.router, UploadF32(weights.router));
   if (config.router().selection_bias()) {
     MOE_ASSIGN_OR_RETURN(d.selection_bias, UploadF32(weights.selection_bias));
   }
-  MOE_ASSIGN_OR_RETURN(d.experts, UploadFfn(weights.experts));
+  MOE_ASSIGN_OR_RETURN(d.experts, UploadFfn(weights.experts, fp8_experts));
   if (config::SharedExpertsDff(config) > 0) {
-    MOE_ASSIGN_OR_RETURN(d.shared, UploadFfn(weights.shared));
+    MOE_ASSIGN_OR_RETURN(d.shared, UploadFfn(weights.shared, fp8_experts));
   }
   if (config.shared_experts().sigmoid_gate()) {
     MOE_ASSIGN_OR_RETURN(d.shared_gate, UploadF32(weights.shared_gate));
@@ -99,8 +133,8 @@ absl::StatusOr<DeviceLayerWeights> RandomDeviceLayerWeights(const config::LayerC
   const int64_t num_experts = config.num_experts();
   const bool gated = config::IsGated(config.activation());
   const float in_bound = 1.0f / std::sqrt(static_cast<float>(d_model));
-  MOE_ASSIGN_OR_RETURN(d.router, RandomBuffer(RowDtype::kF32, num_experts * d_model,
-                                              seed * 16 + kRouter, in_bound));
+  MOE_ASSIGN_OR_RETURN(
+      d.router, RandomBuffer(RowDtype::kF32, num_experts * d_model, seed * 16 + kRouter, in_bound));
   if (config.router().selection_bias()) {
     MOE_ASSIGN_OR_RETURN(d.selection_bias,
                          RandomBuffer(RowDtype::kF32, num_experts, seed * 16 + kBias, 0.1f));

@@ -12,11 +12,15 @@
 
 namespace moe::cuda {
 
-// Stacked expert FFNs in Hugging Face layout [out, in], BF16.
+// Stacked expert FFNs in Hugging Face layout [out, in]: BF16, or FP8 e4m3 codes with
+// DeepSeek-V3's 128x128 block scales (value = code * scale).
 struct DeviceFfnWeights {
   DeviceBuffer gate;  // [num_experts, d_ff, d_model]; empty unless the activation is gated
   DeviceBuffer up;    // [num_experts, d_ff, d_model]
   DeviceBuffer down;  // [num_experts, d_model, d_ff]
+  // FP8 only, F32 [num_experts, ceil(out / 128), ceil(in / 128)] for each tensor above.
+  DeviceBuffer gate_scales, up_scales, down_scales;
+  bool fp8 = false;
   int64_t num_experts = 0;
   int64_t d_model = 0;
   int64_t d_ff = 0;
@@ -30,10 +34,12 @@ struct DeviceLayerWeights {
   DeviceBuffer shared_gate;     // F32 [1, d_model]; empty unless shared_experts.sigmoid_gate
 };
 
-// Copies F32 host weights to the device, experts rounded to BF16 (round to nearest even).
-// `weights` must have passed CheckLayerWeights.
+// Copies F32 host weights to the device, experts rounded to BF16 (round to nearest even) or,
+// with fp8_experts, quantized on the host by kernels/cuda/fp8_block_scale.h (routed and shared
+// experts alike). `weights` must have passed CheckLayerWeights.
 absl::StatusOr<DeviceLayerWeights> UploadLayerWeights(const config::LayerConfig& config,
-                                                      const MoeLayerWeights& weights);
+                                                      const MoeLayerWeights& weights,
+                                                      bool fp8_experts = false);
 
 // Random weights made on the device (no host copy: DeepSeek-V3's 256 experts are 22 GB in
 // BF16): uniform in +-1/sqrt(fan_in) like RandomLayerWeights, biases in [-0.1, 0.1), but from

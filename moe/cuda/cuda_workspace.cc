@@ -11,8 +11,9 @@ namespace moe::cuda {
 
 namespace kc = ::moe::kernels::cuda;
 
-absl::StatusOr<std::unique_ptr<CudaLayerWorkspace>> AllocateWorkspace(
-    const config::LayerConfig& c, int64_t max_tokens) {
+absl::StatusOr<std::unique_ptr<CudaLayerWorkspace>> AllocateWorkspace(const config::LayerConfig& c,
+                                                                      int64_t max_tokens,
+                                                                      bool fp8) {
   auto ws = std::make_unique<CudaLayerWorkspace>();
   ws->max_tokens = max_tokens;
   const size_t T = static_cast<size_t>(std::max<int64_t>(max_tokens, 1));
@@ -33,9 +34,9 @@ absl::StatusOr<std::unique_ptr<CudaLayerWorkspace>> AllocateWorkspace(
       {&ws->row_of_slot, 8 * slots},
       {&ws->dropped, 8},
       {&ws->first_bad_slot, 8},
-      {&ws->plan_workspace, std::max<size_t>(256, kc::DeviceRoutingPlanWorkspaceBytes(
-                                                      static_cast<int64_t>(T), c.top_k(),
-                                                      c.num_experts()))},
+      {&ws->plan_workspace,
+       std::max<size_t>(256, kc::DeviceRoutingPlanWorkspaceBytes(static_cast<int64_t>(T), c.top_k(),
+                                                                 c.num_experts()))},
       {&ws->x_rows, 2 * slots * d},
       {&ws->ffn_gate, 4 * slots * width},
       {&ws->ffn_up, 4 * slots * width},
@@ -45,6 +46,8 @@ absl::StatusOr<std::unique_ptr<CudaLayerWorkspace>> AllocateWorkspace(
       {&ws->y_shared, 4 * T * d},
       {&ws->shared_scale, 4 * T},
       {&ws->shared_offsets, 16},
+      {&ws->fp8_x, fp8 ? slots * std::max(d, width) : 0},
+      {&ws->fp8_x_scales, fp8 ? 4 * slots * ((std::max(d, width) + 127) / 128) : 0},
       {&ws->out, 4 * T * d},
       {&ws->valid, 8},
   };

@@ -26,21 +26,24 @@ struct CudaLayerWorkspace {
   DeviceBuffer dropped;                // I64 [1]
   DeviceBuffer first_bad_slot;         // U64 [1]
   DeviceBuffer plan_workspace;
-  DeviceBuffer x_rows;         // BF16 [T * top_k, d_model], expert-major
-  DeviceBuffer ffn_gate;       // F32 [T * top_k, max d_ff], unfused gated activations only
-  DeviceBuffer ffn_up;         // F32 [T * top_k, max d_ff]
-  DeviceBuffer ffn_h;          // BF16 [T * top_k, max d_ff], the down projection's input
-  DeviceBuffer y_rows;         // F32 [T * top_k, d_model]
-  DeviceBuffer x_shared;       // BF16 [T, d_model]
-  DeviceBuffer y_shared;       // F32 [T, d_model]
-  DeviceBuffer shared_scale;   // F32 [T]
-  DeviceBuffer shared_offsets; // I64 [2]
-  DeviceBuffer out;            // F32 [T, d_model]
-  DeviceBuffer valid;          // I64 [1], the decode path's real token count
+  DeviceBuffer x_rows;          // BF16 [T * top_k, d_model], expert-major
+  DeviceBuffer ffn_gate;        // F32 [T * top_k, max d_ff], unfused gated activations only
+  DeviceBuffer ffn_up;          // F32 [T * top_k, max d_ff]
+  DeviceBuffer ffn_h;           // BF16 [T * top_k, max d_ff], the down projection's input
+  DeviceBuffer y_rows;          // F32 [T * top_k, d_model]
+  DeviceBuffer x_shared;        // BF16 [T, d_model]
+  DeviceBuffer y_shared;        // F32 [T, d_model]
+  DeviceBuffer shared_scale;    // F32 [T]
+  DeviceBuffer shared_offsets;  // I64 [2]
+  DeviceBuffer fp8_x;           // FP8 experts: e4m3 [T * top_k, max(d_model, max d_ff)]
+  DeviceBuffer fp8_x_scales;    // F32 [T * top_k, ceil(max(d_model, max d_ff) / 128)]
+  DeviceBuffer out;             // F32 [T, d_model]
+  DeviceBuffer valid;           // I64 [1], the decode path's real token count
 };
 
-// Allocates every buffer for `max_tokens` tokens of `config` (uninitialized memory).
+// Allocates every buffer for `max_tokens` tokens of `config` (uninitialized memory);
+// fp8: also the buffers of the activations quantized for FP8 experts.
 absl::StatusOr<std::unique_ptr<CudaLayerWorkspace>> AllocateWorkspace(
-    const config::LayerConfig& config, int64_t max_tokens);
+    const config::LayerConfig& config, int64_t max_tokens, bool fp8 = false);
 
 }  // namespace moe::cuda

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/cpu/packed_weights.h"
 
 namespace moe::gating {
 namespace {
@@ -23,9 +24,15 @@ struct Routed {
   std::vector<float> weights;
 };
 
+// Whether RouteLogits hands the router the packed weights (the fused block GEMM) or not.
+bool g_packed = false;
+
 Routed RouteLogits(const config::LayerConfig& c, const std::vector<float>& logits,
                    const std::vector<float>* bias = nullptr) {
   IdentityRouter router(c.num_experts());
+  const kernels::PackedMatrix packed =
+      kernels::PackMatrix(router.weight.data(), c.num_experts(), c.num_experts(), c.num_experts(),
+                          kernels::WeightFormat::kF32);
   const int64_t T = static_cast<int64_t>(logits.size()) / c.num_experts();
   Routed r;
   r.ids.assign(static_cast<size_t>(T * c.top_k()), -7);
@@ -36,7 +43,8 @@ Routed RouteLogits(const config::LayerConfig& c, const std::vector<float>& logit
       {.hidden = logits.data(),
        .router_weight = router.weight.data(),
        .selection_bias = bias ? bias->data() : nullptr,
-       .num_tokens = T},
+       .num_tokens = T,
+       .packed_router = g_packed ? &packed : nullptr},
       {.topk_ids = r.ids.data(), .topk_weights = r.weights.data(), .logits = workspace.data()});
   return r;
 }
@@ -50,7 +58,15 @@ config::LayerConfig Config(int32_t num_experts, int32_t top_k) {
   return c;
 }
 
-TEST(RouterTest, TiesGoToLowerExpertIndex) {
+// Every test runs with the per-token plain GEMM and with the packed block GEMM; identity
+// weights make both logits exact.
+class RouterTest : public ::testing::TestWithParam<bool> {
+ protected:
+  void SetUp() override { g_packed = GetParam(); }
+  void TearDown() override { g_packed = false; }
+};
+
+TEST_P(RouterTest, TiesGoToLowerExpertIndex) {
   config::LayerConfig c = Config(6, 3);
   Routed r = RouteLogits(c, {0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f,  // all equal
                              0, 2, 1, 2, 1, 2});                  // three tied best
@@ -59,7 +75,7 @@ TEST(RouterTest, TiesGoToLowerExpertIndex) {
   for (int j = 0; j < 3; ++j) EXPECT_FLOAT_EQ(r.weights[j], 1.0f / 6.0f);
 }
 
-TEST(RouterTest, SoftmaxThenTopKRenormalizesWhenAsked) {
+TEST_P(RouterTest, SoftmaxThenTopKRenormalizesWhenAsked) {
   config::LayerConfig c = Config(4, 2);
   Routed plain = RouteLogits(c, {1, 3, 2, 0});
   ASSERT_TRUE(plain.status.ok());
@@ -73,7 +89,7 @@ TEST(RouterTest, SoftmaxThenTopKRenormalizesWhenAsked) {
   EXPECT_NEAR(renorm.weights[0] + renorm.weights[1], 1.0, 1e-7);
 }
 
-TEST(RouterTest, TopKThenSoftmaxNormalizesOverTheSelected) {
+TEST_P(RouterTest, TopKThenSoftmaxNormalizesOverTheSelected) {
   config::LayerConfig c = Config(4, 2);
   c.mutable_router()->set_score_order(config::TOPK_THEN_SCORE);
   Routed r = RouteLogits(c, {1, 3, 2, 0});
@@ -82,7 +98,7 @@ TEST(RouterTest, TopKThenSoftmaxNormalizesOverTheSelected) {
   EXPECT_NEAR(r.weights[0], 1.0 / (1.0 + std::exp(-1.0)), 1e-7);
 }
 
-TEST(RouterTest, DeepSeekV3GroupsBiasAndScaling) {
+TEST_P(RouterTest, DeepSeekV3GroupsBiasAndScaling) {
   // 8 experts in 4 groups of 2, keep 2 groups, top-2. Sigmoid scores; the bias steers
   // selection but the weights use unbiased scores.
   config::LayerConfig c = Config(8, 2);
@@ -106,7 +122,7 @@ TEST(RouterTest, DeepSeekV3GroupsBiasAndScaling) {
   EXPECT_NEAR(out.weights[1], 2.5 * s6 / (s7 + s6), 1e-6);
 }
 
-TEST(RouterTest, DeepSeekV2GroupsRankedByMax) {
+TEST_P(RouterTest, DeepSeekV2GroupsRankedByMax) {
   config::LayerConfig c = Config(6, 2);
   c.mutable_router()->set_num_groups(3);
   c.mutable_router()->set_topk_groups(1);
@@ -117,7 +133,7 @@ TEST(RouterTest, DeepSeekV2GroupsRankedByMax) {
   EXPECT_EQ(r.ids, (std::vector<int32_t>{0, 1}));
 }
 
-TEST(RouterTest, NanAndInfRowsAreErrorsWithInRangeIds) {
+TEST_P(RouterTest, NanAndInfRowsAreErrorsWithInRangeIds) {
   config::LayerConfig c = Config(4, 2);
   for (float bad : {NAN, INFINITY}) {
     Routed r = RouteLogits(c, {1, 2, 3, 4, 0, bad, 0, 0});
@@ -130,12 +146,15 @@ TEST(RouterTest, NanAndInfRowsAreErrorsWithInRangeIds) {
   }
 }
 
-TEST(RouterTest, MissingBiasIsAnError) {
+TEST_P(RouterTest, MissingBiasIsAnError) {
   config::LayerConfig c = Config(4, 2);
   c.mutable_router()->set_selection_bias(true);
   Routed r = RouteLogits(c, {1, 2, 3, 4});
   EXPECT_EQ(r.status.code(), absl::StatusCode::kInvalidArgument);
 }
+
+INSTANTIATE_TEST_SUITE_P(Gemm, RouterTest, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "Packed" : "Plain"; });
 
 }  // namespace
 }  // namespace moe::gating

@@ -1,0 +1,259 @@
+#include "tools/bench_compare.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "configs/layer_config.h"
+#include "kernels/cpu/cpu_isa.h"
+#include "moe/base/status_macros.h"
+#include "moe/layer_weights.h"
+#include "moe/moe_layer.h"
+#include "tools/bench_check.h"
+#include "tools/bench_report.h"
+#include "tools/bench_runner.h"
+#include "tools/blas_ceilings.h"
+#include "tools/cli.h"
+#include "tools/native_weights.h"
+
+namespace moe::tools {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using kernels::WeightFormat;
+
+double Seconds(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+struct CompareCeilings {
+  double sgemm = 0;  // GFLOP/s
+  double bf16 = 0;   // GFLOP/s; the sgemm rate when there is no BF16 GEMM
+  std::string bf16_source;
+  double triad = 0;  // GB/s
+  int64_t m = 0, n = 0, k = 0;
+};
+
+CompareCeilings MeasureCompareCeilings(const config::LayerConfig& c, int threads) {
+  CompareCeilings x;
+  x.m = 1024;
+  x.n = std::clamp<int64_t>(c.d_ff(), 1024, 4096);
+  x.k = std::clamp<int64_t>(c.d_model(), 1024, 4096);
+  x.sgemm = SgemmGflops(x.m, x.n, x.k, threads, 5).value_or(0);
+  absl::StatusOr<double> bf16 = Bf16GemmGflops(x.m, x.n, x.k, threads, 5);
+  if (bf16.ok() && *bf16 > x.sgemm) {
+    x.bf16 = *bf16;
+    x.bf16_source = "oneDNN matmul bf16";
+  } else {
+    // BF16 weights can always be computed in F32: the F32 rate is a ceiling BF16 must meet.
+    x.bf16 = x.sgemm;
+    x.bf16_source = bf16.ok() ? absl::StrFormat("sgemm (oneDNN bf16 only %.1f GFLOP/s)", *bf16)
+                              : absl::StrCat("sgemm; ", bf16.status().message());
+  }
+  x.triad = TriadGbps(int64_t{512} << 20, 5);
+  return x;
+}
+
+// One timed configuration: medians over the timed forwards.
+struct Measured {
+  double seconds = 0;
+  double flop = 0;   // mean useful FLOP per forward
+  double bytes = 0;  // mean active weight bytes per forward, in the layer's format
+  int64_t wrong = 0;
+  std::vector<float> first_output;  // the output on step 0
+};
+
+// Active weight bytes of one forward: each expert with a slot streams its packed matrices
+// once, plus the shared experts and the F32 router.
+double ActiveBytes(const MoeLayer& layer, const LayerOutput& out) {
+  int64_t active = 0;
+  for (int64_t load : out.expert_load) active += load > 0 ? 1 : 0;
+  const config::LayerConfig& c = layer.config();
+  const double expert_bytes = layer.routed_bank().options().plain
+                                  ? ActiveWeightBytes(c, 1) - ActiveWeightBytes(c, 0)
+                                  : static_cast<double>(layer.routed_bank().ExpertBytes());
+  const double shared_bytes = layer.shared_bank().options().plain
+                                  ? 0
+                                  : static_cast<double>(layer.shared_bank().ExpertBytes());
+  return static_cast<double>(active) * expert_bytes + shared_bytes +
+         4.0 * static_cast<double>(c.num_experts() * c.d_model());
+}
+
+absl::StatusOr<Measured> Measure(const MoeLayer& layer, const std::vector<Tensor>& inputs,
+                                 int warmup, int repeats, int64_t check_tokens,
+                                 const MoeLayerWeights* check_weights) {
+  Measured m;
+  const config::LayerConfig& c = layer.config();
+  for (int i = 0; i < warmup; ++i) {
+    MOE_ASSIGN_OR_RETURN(LayerOutput out,
+                         layer.Forward(inputs[static_cast<size_t>(i) % inputs.size()]));
+  }
+  std::vector<double> times;
+  for (int r = 0; r < repeats; ++r) {
+    const Tensor& hidden = inputs[static_cast<size_t>(r) % inputs.size()];
+    const Clock::time_point start = Clock::now();
+    MOE_ASSIGN_OR_RETURN(LayerOutput out, layer.Forward(hidden));
+    times.push_back(Seconds(start));
+    m.flop += UsefulFlop(c, hidden.dim(0), hidden.dim(0) * c.top_k() - out.dropped_slots);
+    m.bytes += ActiveBytes(layer, out);
+    if (r > 0) continue;
+    m.first_output.assign(out.output.data<float>(),
+                          out.output.data<float>() + out.output.num_elements());
+    if (check_tokens > 0) {
+      MOE_ASSIGN_OR_RETURN(
+          CheckResult check,
+          CheckLayerOutput(c, check_weights != nullptr ? *check_weights : layer.weights(), hidden,
+                           out, check_tokens, CheckOptionsFor(layer)));
+      m.wrong = check.wrong();
+      if (m.wrong > 0) {
+        std::fprintf(stderr, "moe bench: %lld tokens: %lld wrong; first: %s\n",
+                     static_cast<long long>(hidden.dim(0)), static_cast<long long>(m.wrong),
+                     check.first_problem.c_str());
+      }
+    }
+  }
+  m.seconds = Median(times);
+  m.flop /= repeats;
+  m.bytes /= repeats;
+  return m;
+}
+
+double RelL2(const std::vector<float>& x, const std::vector<float>& ref) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < x.size() && i < ref.size(); ++i) {
+    num += (double{x[i]} - ref[i]) * (double{x[i]} - ref[i]);
+    den += double{ref[i]} * ref[i];
+  }
+  return den > 0 ? std::sqrt(num / den) : 0;
+}
+
+}  // namespace
+
+int RunCompareBench(const CompareOptions& o) {
+  const config::LayerConfig& c = o.config;
+  std::vector<WeightFormat> formats = {WeightFormat::kF32};
+  for (WeightFormat f : o.formats) {
+    if (std::find(formats.begin(), formats.end(), f) == formats.end()) formats.push_back(f);
+  }
+  const double f32_gb = 4.0 * static_cast<double>(NativeWeightCount(c)) / 1e9;
+  absl::Status fits = CheckFitsInMemory(
+      2.2 * f32_gb * 1e9 + (1 << 30), absl::StrCat("moe bench --compare of ", c.name(),
+                                                   " (F32 weights, packed copy, reference copy)"));
+  if (!fits.ok()) return Fail(fits, kExitRuntimeError);
+
+  const Clock::time_point init_start = Clock::now();
+  const auto weights = std::make_shared<const MoeLayerWeights>(RandomLayerWeights(c, o.seed));
+  const double init_seconds = Seconds(init_start);
+  const CompareCeilings ceil = MeasureCompareCeilings(c, o.threads);
+
+  std::printf(
+      "# moe bench --compare: %s (%s): d_model %d, d_ff %d, experts %d, top_k %d, shared d_ff "
+      "%d\n",
+      c.name().c_str(), o.config_source.c_str(), c.d_model(), c.d_ff(), c.num_experts(), c.top_k(),
+      config::SharedExpertsDff(c));
+  std::printf("# weights: %.2f GB F32, random (seed %llu), initialized in %.1f s\n", f32_gb,
+              static_cast<unsigned long long>(o.seed), init_seconds);
+  std::printf("# machine: %s, %d cores; threads %d; commit %s; kernels %s\n", CpuModel().c_str(),
+              omp_get_num_procs(), o.threads, GitCommit().c_str(), kernels::CpuIsaReport().c_str());
+  std::printf("# timing: %d warm-up + median of %d forwards per row, rotating %d input batches\n",
+              o.warmup, o.repeats, o.steps);
+  std::printf(
+      "# ceilings (measured now): sgemm %.1f GFLOP/s (OpenBLAS %s, %lld x %lld x %lld); BF16 "
+      "GEMM %.1f GFLOP/s (%s); triad %.1f GB/s (3 x 512 MiB)\n",
+      ceil.sgemm, OpenBlasCore().c_str(), static_cast<long long>(ceil.m),
+      static_cast<long long>(ceil.n), static_cast<long long>(ceil.k), ceil.bf16,
+      ceil.bf16_source.c_str(), ceil.triad);
+  std::printf("\n%-8s %-5s %7s %10s %10s %8s %7s %6s %7s %7s %10s %8s %8s %7s\n", "routing",
+              "dtype", "tokens", "time_ms", "tokens/s", "GFLOP/s", "GB/s", "%roof", "%sgemm",
+              "%triad", "plain_ms", "x_plain", "err_f32", "#wrong");
+  std::fflush(stdout);
+
+  // Inputs per (routing, token count), rotated through by every format.
+  std::vector<double> skews = {0};
+  if (o.input_skew > 0) skews.push_back(o.input_skew);
+  std::map<std::pair<int, int64_t>, std::vector<Tensor>> inputs;
+  for (size_t s = 0; s < skews.size(); ++s) {
+    for (int64_t t : o.tokens) {
+      std::vector<Tensor>& batch = inputs[{static_cast<int>(s), t}];
+      for (int step = 0; step < o.steps; ++step) {
+        batch.push_back(RandomHidden(t, c.d_model(), o.seed, step, o.normal_inputs, skews[s]));
+      }
+    }
+  }
+  std::map<std::pair<int, int64_t>, std::vector<float>> f32_out;
+  std::map<std::pair<int, int64_t>, double> plain_seconds;
+  int64_t wrong = 0;
+  for (WeightFormat f : formats) {
+    absl::StatusOr<MoeLayer> layer =
+        MoeLayer::Create(c, weights, {.experts = {.weight_format = f}});
+    if (!layer.ok()) return Fail(layer.status(), kExitRuntimeError);
+    const std::unique_ptr<MoeLayerWeights> check_weights = EffectiveLayerWeights(*layer);
+    for (size_t s = 0; s < skews.size(); ++s) {
+      for (int64_t t : o.tokens) {
+        const std::pair<int, int64_t> key = {static_cast<int>(s), t};
+        if (f == WeightFormat::kF32 && o.plain) {
+          absl::StatusOr<MoeLayer> plain =
+              MoeLayer::Create(c, weights, {.experts = {.plain = true}});
+          if (!plain.ok()) return Fail(plain.status(), kExitRuntimeError);
+          absl::StatusOr<Measured> p = Measure(*plain, inputs[key], 0, 1, 0, nullptr);
+          if (!p.ok()) return Fail(p.status(), kExitRuntimeError);
+          plain_seconds[key] = p->seconds;
+        }
+        absl::StatusOr<Measured> m =
+            Measure(*layer, inputs[key], o.warmup, o.repeats, o.check_tokens, check_weights.get());
+        if (!m.ok()) return Fail(m.status(), kExitRuntimeError);
+        if (f == WeightFormat::kF32) f32_out[key] = m->first_output;
+        const double gemm_ceiling = f == WeightFormat::kBF16 ? ceil.bf16 : ceil.sgemm;
+        const double roofline =
+            std::max(m->flop / (gemm_ceiling * 1e9), m->bytes / (ceil.triad * 1e9));
+        const double gflops = m->flop / m->seconds / 1e9;
+        const double gbps = m->bytes / m->seconds / 1e9;
+        const auto plain = plain_seconds.find(key);
+        std::printf(
+            "%-8s %-5s %7lld %10.3f %10.1f %8.1f %7.2f %5.0f%% %6.0f%% %6.0f%% %10s %8s %8.2g "
+            "%7lld\n",
+            s == 0 ? "uniform" : absl::StrCat("skew", skews[s]).c_str(),
+            std::string(kernels::WeightFormatName(f)).c_str(), static_cast<long long>(t),
+            m->seconds * 1e3, static_cast<double>(t) / m->seconds, gflops, gbps,
+            100 * roofline / m->seconds, 100 * gflops / ceil.sgemm, 100 * gbps / ceil.triad,
+            plain == plain_seconds.end() ? "-"
+                                         : absl::StrFormat("%.3f", plain->second * 1e3).c_str(),
+            plain == plain_seconds.end()
+                ? "-"
+                : absl::StrFormat("%.2f", plain->second / m->seconds).c_str(),
+            RelL2(m->first_output, f32_out[key]), static_cast<long long>(m->wrong));
+        std::fflush(stdout);
+        wrong += m->wrong;
+      }
+    }
+  }
+  std::printf(
+      "\n# GFLOP/s: useful expert FLOP (2*P*d_model*d_ff per kept slot, P = 3 gated) / time.\n"
+      "# GB/s: active weight bytes in the row's format (each expert with a slot streams its "
+      "packed\n"
+      "#   matrices and scales once, plus shared experts and the F32 router) / time.\n"
+      "# %%roof = roofline time / time, roofline = max(FLOP / GEMM ceiling of the dtype (BF16: "
+      "the\n"
+      "#   BF16 ceiling; F32, INT8, INT4: sgemm), bytes / triad). %%sgemm, %%triad: of the "
+      "ceilings.\n"
+      "# plain_ms: the plain reference experts (F32, MatmulNT), one forward; x_plain = plain / "
+      "time.\n"
+      "# err_f32: relative L2 of the output against the F32 row on the same inputs. #wrong: "
+      "float64\n"
+      "#   check of %lld tokens against the values the weights stand for (INT4: and int8 "
+      "inputs).\n",
+      static_cast<long long>(o.check_tokens));
+  if (wrong > 0) {
+    return Fail(absl::StrCat(wrong, " wrong results (see #wrong)"), kExitRuntimeError);
+  }
+  return kExitOk;
+}
+
+}  // namespace moe::tools
