@@ -17,9 +17,11 @@ using kernels::kInt4Group;
 using kernels::kPanelWidth;
 using kernels::WeightFormat;
 
-// Rows per work item (a multiple of every microkernel's row count) and panels per item: an
-// item's activation rows (48 x d_model floats) and one panel stay in L2 while it runs.
-constexpr int64_t kRowTile = 48;
+// Rows per work item at most (a multiple of every microkernel's row count): an expert's rows are
+// split into the fewest tiles of at most this many, of nearly equal size, so that its weights
+// stream from memory as few times as possible and no tile is a small remainder. Panels per
+// item: the item's slice of activation rows (96 x 256 inputs) and a panel's stay in cache.
+constexpr int64_t kRowTile = 96;
 constexpr int64_t kPanelsPerItem = 8;
 
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -125,9 +127,12 @@ absl::Status RunPackedExperts(const PackedExperts& x, const ExpertBatch& batch,
   ws->items_.clear();
   const auto add_items = [&](int64_t panels) {
     for (int64_t e = 0; e < x.num_experts; ++e) {
-      for (int64_t r = batch.offsets[e]; r < batch.offsets[e + 1]; r += kRowTile) {
+      const int64_t rows = batch.offsets[e + 1] - batch.offsets[e];
+      const int64_t tiles = CeilDiv(rows, kRowTile);
+      const int64_t tile = tiles == 0 ? 0 : RoundUp(CeilDiv(rows, tiles), 6);
+      for (int64_t r = batch.offsets[e]; r < batch.offsets[e + 1]; r += tile) {
         for (int64_t p = 0; p < panels; p += kPanelsPerItem) {
-          ws->items_.push_back({e, r, std::min(r + kRowTile, batch.offsets[e + 1]), p,
+          ws->items_.push_back({e, r, std::min(r + tile, batch.offsets[e + 1]), p,
                                 std::min(p + kPanelsPerItem, panels)});
         }
       }
@@ -209,7 +214,9 @@ absl::Status RunPackedExperts(const PackedExperts& x, const ExpertBatch& batch,
                               "expert");
       scope.Arg("rows", m);
       scope.Arg("first_row", item.row_begin);
-      scope.Arg("flop", 2 * m * d_ff * d_model);
+      scope.Arg("flop", 2 * m * d_ff *
+                            (std::min(d_model, item.panel_end * kPanelWidth) -
+                             item.panel_begin * kPanelWidth));
       gemm(x.down[static_cast<size_t>(item.expert)], ws->hidden_.data(), d_ff, item,
            batch.out + item.row_begin * d_model + item.panel_begin * kPanelWidth, d_model);
     }

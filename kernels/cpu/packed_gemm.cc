@@ -8,9 +8,28 @@
 namespace moe::kernels {
 namespace {
 
-// Inputs per microkernel pass: long enough to amortize C, short enough that a panel's slice
-// stays in L2 while it serves every row block.
-constexpr int64_t kInputBlock = 512;
+// Inputs per microkernel pass. Float formats: a panel's slice (16 x 256 x 4 = 16 KiB) stays in
+// L1 while it serves every row block, and the rows' slice (rows x 1 KiB) in L2. INT4 keeps whole
+// rows (its tiles are short and reload their F32 sums per pass).
+// Decode-sized calls (at most 2 rows) stream whole panels instead.
+int64_t InputBlock(WeightFormat format, int64_t rows) {
+  return format == WeightFormat::kInt4 || rows <= 2 ? int64_t{1} << 40 : 256;
+}
+
+// Bytes of panel weights per input (kInt4: per 32 inputs / 32).
+int64_t BytesPerInput(WeightFormat format) {
+  switch (format) {
+    case WeightFormat::kF32:
+      return 64;
+    case WeightFormat::kBF16:
+      return 32;
+    case WeightFormat::kInt8:
+      return 16;
+    case WeightFormat::kInt4:
+      return 8;
+  }
+  return 64;
+}
 
 }  // namespace
 
@@ -53,8 +72,10 @@ void PackedGemm(const PackedGemmParams& p) {
   const int max_rows = MaxTileRows(format);
   const bool int4 = format == WeightFormat::kInt4;
   const int64_t k = int4 ? (w.k + kInt4Group - 1) / kInt4Group * kInt4Group : w.k;
-  for (int64_t k0 = 0; k0 < k || k0 == 0; k0 += kInputBlock) {
-    const int64_t kc = std::min(kInputBlock, k - k0);
+  const int64_t input_block = InputBlock(format, p.m);
+  const int64_t bytes_per_input = BytesPerInput(format);
+  for (int64_t k0 = 0; k0 < k || k0 == 0; k0 += input_block) {
+    const int64_t kc = std::min(input_block, k - k0);
     // Decode-sized calls (at most 2 rows) take several full panels per microkernel call.
     const int rows_all = static_cast<int>(std::min<int64_t>(max_rows, p.m));
     const int group = p.m <= 2 ? TilePanels(format, rows_all) : 1;
@@ -64,8 +85,17 @@ void PackedGemm(const PackedGemmParams& p) {
       if (group > 1 && panel + group <= p.panel_end && (panel + group) * kPanelWidth <= w.n) {
         panels = group;
       }
+      // The slice after this one (next panel, or the first panel of the next input block): the
+      // first row block's call prefetches it while it computes.
+      const uint8_t* next = nullptr;
+      if (panel + panels < p.panel_end) {
+        next = w.panel(panel + panels) + k0 * bytes_per_input;
+      } else if (k0 + input_block < k) {
+        next = w.panel(p.panel_begin) + (k0 + input_block) * bytes_per_input;
+      }
       for (int64_t r0 = 0; r0 < p.m; r0 += max_rows) {
         PanelTile t;
+        t.prefetch = r0 == 0 ? next : nullptr;
         t.rows = static_cast<int>(std::min<int64_t>(max_rows, p.m - r0));
         t.cols = cols;
         t.panels = panels;
@@ -78,7 +108,7 @@ void PackedGemm(const PackedGemmParams& p) {
         t.c = p.c + r0 * p.ldc + (panel - p.panel_begin) * kPanelWidth;
         t.ldc = p.ldc;
         t.first = k0 == 0;
-        t.last = k0 + kInputBlock >= k;
+        t.last = k0 + input_block >= k;
         if (int4) {
           t.qa = p.qa.q + r0 * p.qa.ld_q;
           t.ld_q = p.qa.ld_q;

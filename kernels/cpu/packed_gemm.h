@@ -65,6 +65,9 @@ struct PanelTile {
   int panels = 1;
   int64_t panel_stride = 0;
   int64_t scale_stride = 0;
+  // When set: the weights the next call will stream (kc inputs' worth, same layout), prefetched
+  // a line per input while this call computes.
+  const uint8_t* prefetch = nullptr;
   bool first = true;  // start from 0, else add to c
   bool last = true;   // apply the per-column / per-row scales
 };

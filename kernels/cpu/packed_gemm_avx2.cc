@@ -90,21 +90,40 @@ void FloatTile(const PanelTile& t, bool column_scales) {
   const int64_t stride = t.panel_stride;
   const int64_t kc = t.kc;
   for (int64_t kk = 0; kk < kc; ++kk) {
-    __m256 x[R];
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) x[r] = _mm256_broadcast_ss(a[r] + kk);
-#pragma GCC unroll 8
-    for (int p = 0; p < P; ++p) {
-      const uint8_t* panel_p = panel + p * stride;
+    if constexpr (P == 1) {
+      // NOTE: one broadcast live at a time: 12 accumulators + 2 weights + 1 input = 15 ymm.
       _mm_prefetch(
-          reinterpret_cast<const char*>(panel_p + kk * Panel::kBytesPerInput + kPrefetchBytes),
+          reinterpret_cast<const char*>(panel + kk * Panel::kBytesPerInput + kPrefetchBytes),
           _MM_HINT_T0);
+      if (t.prefetch != nullptr) {
+        _mm_prefetch(reinterpret_cast<const char*>(t.prefetch + kk * Panel::kBytesPerInput),
+                     _MM_HINT_T0);
+      }
       __m256 lo, hi;
-      Panel::Load(panel_p, kk, &lo, &hi);
+      Panel::Load(panel, kk, &lo, &hi);
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
-        acc[r][p][0] = _mm256_fmadd_ps(x[r], lo, acc[r][p][0]);
-        acc[r][p][1] = _mm256_fmadd_ps(x[r], hi, acc[r][p][1]);
+        const __m256 x = _mm256_broadcast_ss(a[r] + kk);
+        acc[r][0][0] = _mm256_fmadd_ps(x, lo, acc[r][0][0]);
+        acc[r][0][1] = _mm256_fmadd_ps(x, hi, acc[r][0][1]);
+      }
+    } else {
+      __m256 x[R];
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) x[r] = _mm256_broadcast_ss(a[r] + kk);
+#pragma GCC unroll 8
+      for (int p = 0; p < P; ++p) {
+        const uint8_t* panel_p = panel + p * stride;
+        _mm_prefetch(
+            reinterpret_cast<const char*>(panel_p + kk * Panel::kBytesPerInput + kPrefetchBytes),
+            _MM_HINT_T0);
+        __m256 lo, hi;
+        Panel::Load(panel_p, kk, &lo, &hi);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) {
+          acc[r][p][0] = _mm256_fmadd_ps(x[r], lo, acc[r][p][0]);
+          acc[r][p][1] = _mm256_fmadd_ps(x[r], hi, acc[r][p][1]);
+        }
       }
     }
   }
