@@ -1,31 +1,14 @@
 // ExpertBank: the packed experts and their workspace pool.
 #include <omp.h>
 
-#include <mutex>
-#include <vector>
-
 #include "experts/expert_bank.h"
 #include "experts/packed_experts.h"
+#include "moe/base/object_pool.h"
 
 namespace moe::experts {
 
-// Idle workspaces; a call takes one (or makes one when all are busy) and gives it back.
-struct WorkspacePool {
-  std::mutex mu;
-  std::vector<std::unique_ptr<ExpertWorkspace>> idle;
-
-  std::unique_ptr<ExpertWorkspace> Take() {
-    std::lock_guard<std::mutex> lock(mu);
-    if (idle.empty()) return std::make_unique<ExpertWorkspace>();
-    std::unique_ptr<ExpertWorkspace> w = std::move(idle.back());
-    idle.pop_back();
-    return w;
-  }
-  void Give(std::unique_ptr<ExpertWorkspace> w) {
-    std::lock_guard<std::mutex> lock(mu);
-    idle.push_back(std::move(w));
-  }
-};
+// The bank's workspaces.
+struct WorkspacePool : ObjectPool<ExpertWorkspace> {};
 
 ExpertBank ExpertBank::Create(const ExpertWeights& w, config::Activation activation,
                               const ExpertKernelOptions& options) {
@@ -37,7 +20,6 @@ ExpertBank ExpertBank::Create(const ExpertWeights& w, config::Activation activat
         std::make_shared<const PackedExperts>(PackExperts(w, activation, options.weight_format));
   }
   bank.pool_ = std::make_shared<WorkspacePool>();
-  bank.pool_->idle.reserve(8);
   return bank;
 }
 

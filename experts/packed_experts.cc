@@ -101,7 +101,7 @@ void ExpertWorkspace::Reserve(const PackedExperts& x, int64_t max_rows, int num_
   if (x.format == WeightFormat::kInt4) {
     const int64_t width = RoundUp(std::max(x.d_model, x.d_ff), kInt4Group);
     grow(quantized_, max_rows * width);
-    grow(row_scales_, max_rows);
+    grow(row_scales_, max_rows * (width / kInt4Group));
     grow(corrections_, max_rows * (width / kInt4Group));
   }
   tile_floats_ = kRowTile * kPanelsPerItem * kPanelWidth;
@@ -154,8 +154,8 @@ absl::Status RunPackedExperts(const PackedExperts& x, const ExpertBatch& batch,
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < num_rows; ++r) {
       kernels::QuantizeRowsInt8(rows + r * k, k, 1, k, ws->quantized_.data() + r * q_width, q_width,
-                                ws->row_scales_.data() + r, ws->corrections_.data() + r * q_groups,
-                                q_groups);
+                                ws->row_scales_.data() + r * q_groups,
+                                ws->corrections_.data() + r * q_groups, q_groups);
     }
   };
   const auto gemm = [&](const kernels::PackedMatrix& w, const float* a, int64_t lda,
@@ -166,7 +166,7 @@ absl::Status RunPackedExperts(const PackedExperts& x, const ExpertBatch& batch,
                          .lda = lda,
                          .qa = {.q = ws->quantized_.data() + r * q_width,
                                 .ld_q = q_width,
-                                .scale = ws->row_scales_.data() + r,
+                                .scale = ws->row_scales_.data() + r * q_groups,
                                 .corr = ws->corrections_.data() + r * q_groups,
                                 .ld_corr = q_groups},
                          .m = item.row_end - r,

@@ -54,7 +54,7 @@ class ExpertWorkspace {
   };
   std::vector<float> hidden_;         // [max_rows, d_ff]: the activation's output
   std::vector<int8_t> quantized_;     // INT4: [max_rows, RoundUp(max(d_model, d_ff), 32)]
-  std::vector<float> row_scales_;     // INT4: [max_rows]
+  std::vector<float> row_scales_;     // INT4: [max_rows, groups]
   std::vector<int32_t> corrections_;  // INT4: [max_rows, groups]
   std::vector<float> tiles_;          // per thread: gate and up tiles
   std::vector<Item> items_;

@@ -31,7 +31,8 @@ bool AllFinite(const float* x, int64_t n) {
 
 // Excludes (sets to -inf) the experts of every group not among the topk_groups best.
 void MaskGroups(const config::RouterConfig& r, int32_t num_experts, float* choice,
-                std::vector<float>& group_scores, std::vector<int32_t>& group_ids) {
+                std::vector<float>& group_scores, std::vector<int32_t>& group_ids,
+                std::vector<char>& keep) {
   const int32_t groups = r.num_groups();
   const int32_t per_group = num_experts / groups;
   for (int32_t g = 0; g < groups; ++g) {
@@ -47,8 +48,8 @@ void MaskGroups(const config::RouterConfig& r, int32_t num_experts, float* choic
     }
   }
   kernels::TopK(group_scores.data(), groups, r.topk_groups(), group_ids.data());
-  std::vector<bool> keep(static_cast<size_t>(groups), false);
-  for (int32_t i = 0; i < r.topk_groups(); ++i) keep[static_cast<size_t>(group_ids[i])] = true;
+  keep.assign(static_cast<size_t>(groups), 0);
+  for (int32_t i = 0; i < r.topk_groups(); ++i) keep[static_cast<size_t>(group_ids[i])] = 1;
   for (int32_t g = 0; g < groups; ++g) {
     if (keep[static_cast<size_t>(g)]) continue;
     for (int32_t i = 0; i < per_group; ++i) choice[int64_t{g} * per_group + i] = kExcluded;
@@ -74,11 +75,15 @@ absl::Status Route(const config::LayerConfig& config, const RouterInputs& in,
   std::atomic<int64_t> first_bad_token{std::numeric_limits<int64_t>::max()};
 #pragma omp parallel
   {
-    std::vector<float> scores(static_cast<size_t>(num_experts));
-    std::vector<float> choice(static_cast<size_t>(num_experts));
-    std::vector<float> group_scores(static_cast<size_t>(grouped ? r.num_groups() : 0));
-    std::vector<int32_t> group_ids(static_cast<size_t>(grouped ? r.num_groups() : 0));
-    std::vector<float> selected(static_cast<size_t>(top_k));
+    // Per-thread scratch that only grows: steady-state calls allocate nothing.
+    thread_local std::vector<float> scores, choice, group_scores, selected;
+    thread_local std::vector<int32_t> group_ids;
+    thread_local std::vector<char> keep;
+    scores.resize(static_cast<size_t>(num_experts));
+    choice.resize(static_cast<size_t>(num_experts));
+    group_scores.resize(static_cast<size_t>(grouped ? r.num_groups() : 0));
+    group_ids.resize(static_cast<size_t>(grouped ? r.num_groups() : 0));
+    selected.resize(static_cast<size_t>(top_k));
 #pragma omp for schedule(static)
     for (int64_t block = 0; block < in.num_tokens; block += kTokenBlock) {
       const int64_t block_end = std::min(block + kTokenBlock, in.num_tokens);
@@ -143,7 +148,7 @@ absl::Status Route(const config::LayerConfig& config, const RouterInputs& in,
             choice[e] = scores[e] + (r.selection_bias() ? in.selection_bias[e] : 0.0f);
           }
         }
-        if (grouped) MaskGroups(r, num_experts, choice.data(), group_scores, group_ids);
+        if (grouped) MaskGroups(r, num_experts, choice.data(), group_scores, group_ids, keep);
         kernels::TopK(choice.data(), num_experts, top_k, ids);
         if (topk_first) {
           for (int32_t j = 0; j < top_k; ++j) selected[j] = logits[ids[j]];

@@ -6,13 +6,22 @@ namespace moe::gating {
 
 absl::StatusOr<RoutingPlan> BuildRoutingPlan(const int32_t* topk_ids, int64_t num_tokens,
                                              int32_t top_k, int32_t num_experts, int64_t capacity) {
+  RoutingPlan plan;
+  absl::Status s = BuildRoutingPlanInto(topk_ids, num_tokens, top_k, num_experts, capacity, &plan);
+  if (!s.ok()) return s;
+  return plan;
+}
+
+absl::Status BuildRoutingPlanInto(const int32_t* topk_ids, int64_t num_tokens, int32_t top_k,
+                                  int32_t num_experts, int64_t capacity, RoutingPlan* out) {
   if (num_tokens < 0 || top_k <= 0 || num_experts <= 0 || top_k > num_experts) {
     return absl::InvalidArgumentError(
         absl::StrCat("routing plan: bad sizes num_tokens=", num_tokens, " top_k=", top_k,
                      " num_experts=", num_experts));
   }
-  RoutingPlan plan;
+  RoutingPlan& plan = *out;
   plan.num_tokens = num_tokens;
+  plan.dropped_slots = 0;
   plan.top_k = top_k;
   plan.num_experts = num_experts;
   plan.capacity = capacity;
@@ -21,7 +30,8 @@ absl::StatusOr<RoutingPlan> BuildRoutingPlan(const int32_t* topk_ids, int64_t nu
   plan.row_of_slot.assign(static_cast<size_t>(num_slots), -1);
 
   // Pass 1: validate and rank each slot within its expert (in slot order = token order).
-  std::vector<int64_t> rank_in_expert(static_cast<size_t>(num_slots));
+  std::vector<int64_t>& rank_in_expert = plan.rank_in_expert;
+  rank_in_expert.resize(static_cast<size_t>(num_slots));
   for (int64_t t = 0; t < num_tokens; ++t) {
     const int32_t* ids = topk_ids + t * top_k;
     for (int32_t j = 0; j < top_k; ++j) {
@@ -59,7 +69,7 @@ absl::StatusOr<RoutingPlan> BuildRoutingPlan(const int32_t* topk_ids, int64_t nu
     plan.row_of_slot[static_cast<size_t>(s)] = row;
     plan.slot_of_row[static_cast<size_t>(row)] = s;
   }
-  return plan;
+  return absl::OkStatus();
 }
 
 }  // namespace moe::gating

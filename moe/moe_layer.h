@@ -10,6 +10,7 @@
 #include "experts/expert_bank.h"
 #include "experts/expert_weights.h"
 #include "gating/routing_plan.h"
+#include "moe/base/object_pool.h"
 #include "moe/base/tensor.h"
 #include "moe/layer_weights.h"
 
@@ -38,6 +39,8 @@ struct LayerOptions {
   int64_t max_tokens = 0;  // when > 0, workspaces are sized for this many tokens at creation
 };
 
+struct ForwardWorkspace;  // moe_layer.cc
+
 class MoeLayer {
  public:
   // Validates the config and that every weight is present and shaped as it says, then packs
@@ -56,6 +59,13 @@ class MoeLayer {
   absl::StatusOr<LayerOutput> Forward(const Tensor& hidden_states,
                                       StageTimes* times = nullptr) const;
 
+  // The same into `out`, whose tensors are reused when their shapes already fit (as after a
+  // previous call with the same token count). Intermediate buffers come from a pool of
+  // per-layer workspaces sized by the largest token count seen (or LayerOptions::max_tokens):
+  // repeated calls at a token count allocate nothing on the heap.
+  absl::Status ForwardInto(const Tensor& hidden_states, LayerOutput* out,
+                           StageTimes* times = nullptr) const;
+
   const config::LayerConfig& config() const { return config_; }
   // The F32 weights the layer was created from (before packing or quantization).
   const MoeLayerWeights& weights() const { return *weights_; }
@@ -63,6 +73,9 @@ class MoeLayer {
   const experts::ExpertBank& shared_bank() const { return shared_; }
 
  private:
+  absl::Status ForwardWith(const Tensor& hidden_states, ForwardWorkspace* ws, LayerOutput* out,
+                           StageTimes* times) const;
+
   MoeLayer(config::LayerConfig config, std::shared_ptr<const MoeLayerWeights> weights)
       : config_(std::move(config)), weights_(std::move(weights)) {}
 
@@ -71,6 +84,7 @@ class MoeLayer {
   experts::ExpertBank routed_;
   experts::ExpertBank shared_;
   std::shared_ptr<const kernels::PackedMatrix> packed_router_;  // null: plain router GEMM
+  std::shared_ptr<ObjectPool<ForwardWorkspace>> workspaces_;
 };
 
 // The stages of one forward, shared by MoeLayer and the expert-parallel layer
@@ -79,8 +93,9 @@ class MoeLayer {
 namespace stages {
 
 // hidden_states as F32 [num_tokens, d_model], BF16 converted exactly. kInvalidArgument naming
-// hidden_states for a bad shape or dtype.
+// hidden_states for a bad shape or dtype (CheckHidden).
 absl::StatusOr<Tensor> HiddenAsF32(const Tensor& hidden_states, int64_t d_model);
+absl::Status CheckHidden(const Tensor& hidden_states, int64_t d_model);
 
 // Router GEMM, scoring and top-k: allocates and fills out->topk_ids and out->topk_weights.
 // Uses weights.router and weights.selection_bias only. kInvalidArgument for a NaN/Inf token.
@@ -102,6 +117,10 @@ absl::StatusOr<SharedExpertsOutput> RunSharedExperts(const config::LayerConfig& 
                                                      const MoeLayerWeights& weights,
                                                      const experts::ExpertBank& shared_bank,
                                                      const Tensor& hidden);
+// The same into `shared`, reusing its tensors when their shapes fit.
+absl::Status RunSharedExpertsInto(const config::LayerConfig& config, const MoeLayerWeights& weights,
+                                  const experts::ExpertBank& shared_bank, const Tensor& hidden,
+                                  SharedExpertsOutput* shared);
 
 // Permutes hidden rows into plan order and runs the routed experts (`experts` holds all of
 // plan.num_experts; `bank` was created from them). Returns F32 [plan.num_rows(), d_model].

@@ -35,13 +35,18 @@ double Activate(config::Activation activation, double gate, double up) {
   }
 }
 
-// Rounds v to int8 steps of max |v| / 127 (the INT4 kernels' activations).
+// Rounds v to int8 steps of max |v| / 127 per group of 32 (the INT4 kernels' activations).
 void RoundToInt8Steps(std::vector<double>& v) {
-  double amax = 0;
-  for (double x : v) amax = std::max(amax, std::abs(x));
-  if (amax == 0) return;
-  const double step = amax / 127.0;
-  for (double& x : v) x = std::min(127.0, std::max(-127.0, std::nearbyint(x / step))) * step;
+  for (size_t begin = 0; begin < v.size(); begin += 32) {
+    const size_t end = std::min(v.size(), begin + 32);
+    double amax = 0;
+    for (size_t i = begin; i < end; ++i) amax = std::max(amax, std::abs(v[i]));
+    if (amax == 0) continue;
+    const double step = amax / 127.0;
+    for (size_t i = begin; i < end; ++i) {
+      v[i] = std::min(127.0, std::max(-127.0, std::nearbyint(v[i] / step))) * step;
+    }
+  }
 }
 
 // y += scale * FFN_e(x), the plain definition: down_e(act(gate_e x, up_e x)).

@@ -37,7 +37,7 @@ void BM_PackedGemm(benchmark::State& state) {
   const int64_t ld_q = kK;
   const int64_t groups = kK / kInt4Group;
   std::vector<int8_t> q(static_cast<size_t>(m * ld_q));
-  std::vector<float> scale(static_cast<size_t>(m));
+  std::vector<float> scale(static_cast<size_t>(m * groups));
   std::vector<int32_t> corr(static_cast<size_t>(m * groups));
   QuantizeRowsInt8(a.data(), kK, m, kK, q.data(), ld_q, scale.data(), corr.data(), groups);
   std::vector<float> c(static_cast<size_t>(m * kN));

@@ -45,20 +45,23 @@ void QuantizeRowsInt8(const float* x, int64_t ld_x, int64_t m, int64_t k, int8_t
   const int64_t groups = (k + kInt4Group - 1) / kInt4Group;
   for (int64_t r = 0; r < m; ++r) {
     const float* row = x + r * ld_x;
-    float amax = 0.0f;
-    for (int64_t i = 0; i < k; ++i) amax = std::max(amax, std::fabs(row[i]));
-    const float s = amax / 127.0f;
-    const float inv = s == 0.0f ? 0.0f : 1.0f / s;
-    scale[r] = s;
     int8_t* qr = q + r * ld_q;
-    for (int64_t i = 0; i < k; ++i) {
-      qr[i] =
-          static_cast<int8_t>(std::min(127.0f, std::max(-127.0f, std::nearbyint(row[i] * inv))));
-    }
-    for (int64_t i = k; i < groups * kInt4Group; ++i) qr[i] = 0;
     for (int64_t g = 0; g < groups; ++g) {
+      const int64_t begin = g * kInt4Group;
+      const int64_t end = std::min(k, begin + kInt4Group);
+      float amax = 0.0f;
+      for (int64_t i = begin; i < end; ++i) amax = std::max(amax, std::fabs(row[i]));
+      const float s = amax / 127.0f;
+      const float inv = s == 0.0f ? 0.0f : 1.0f / s;
+      scale[r * ld_corr + g] = s;
       int32_t sum = 0;
-      for (int64_t i = 0; i < kInt4Group; ++i) sum += qr[g * kInt4Group + i];
+      for (int64_t i = begin; i < begin + kInt4Group; ++i) {
+        const int8_t v = i < end ? static_cast<int8_t>(std::min(
+                                       127.0f, std::max(-127.0f, std::nearbyint(row[i] * inv))))
+                                 : int8_t{0};
+        qr[i] = v;
+        sum += v;
+      }
       corr[r * ld_corr + g] = 8 * sum;
     }
   }
@@ -112,7 +115,7 @@ void PackedGemm(const PackedGemmParams& p) {
         if (int4) {
           t.qa = p.qa.q + r0 * p.qa.ld_q;
           t.ld_q = p.qa.ld_q;
-          t.a_scale = p.qa.scale + r0;
+          t.a_scale = p.qa.scale + r0 * p.qa.ld_corr;
           t.corr = p.qa.corr + r0 * p.qa.ld_corr;
           t.ld_corr = p.qa.ld_corr;
         } else {

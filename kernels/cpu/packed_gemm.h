@@ -49,7 +49,7 @@ struct PanelTile {
   int64_t lda = 0;
   const int8_t* qa = nullptr;  // kInt4: row 0, input 0
   int64_t ld_q = 0;
-  const float* a_scale = nullptr;  // kInt4: [rows]
+  const float* a_scale = nullptr;  // kInt4: row 0, group 0; row stride ld_corr
   const int32_t* corr = nullptr;   // kInt4: row 0, group 0
   int64_t ld_corr = 0;
   const uint8_t* panel = nullptr;  // the panel's weights (input 0)

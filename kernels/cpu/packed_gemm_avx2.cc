@@ -167,7 +167,7 @@ void FloatKernel(const PanelTile& t) {
 
 // INT4 x int8: per group of 32 inputs, u8 weights (q + 8) times s8 activations summed in 16-bit
 // lanes (8 products of at most 2 * 15 * 127 each: no overflow), widened once per group, offset
-// corrected, then scaled into F32 accumulators.
+// corrected, then scaled (weight scale x the group's activation scale) into F32 accumulators.
 template <int R>
 void Int4Tile(const PanelTile& t) {
   __m256 acc[R][2];
@@ -223,16 +223,11 @@ void Int4Tile(const PanelTile& t) {
       const __m256i corr = _mm256_set1_epi32(t.corr[r * t.ld_corr + g]);
       const __m256i d_lo = _mm256_sub_epi32(_mm256_madd_epi16(sum[r][0], ones), corr);
       const __m256i d_hi = _mm256_sub_epi32(_mm256_madd_epi16(sum[r][1], ones), corr);
-      acc[r][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d_lo), s_lo, acc[r][0]);
-      acc[r][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d_hi), s_hi, acc[r][1]);
-    }
-  }
-  if (t.last) {
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const __m256 s = _mm256_set1_ps(t.a_scale[r]);
-      acc[r][0] = _mm256_mul_ps(acc[r][0], s);
-      acc[r][1] = _mm256_mul_ps(acc[r][1], s);
+      const __m256 a_scale = _mm256_set1_ps(t.a_scale[r * t.ld_corr + g]);
+      acc[r][0] =
+          _mm256_fmadd_ps(_mm256_cvtepi32_ps(d_lo), _mm256_mul_ps(s_lo, a_scale), acc[r][0]);
+      acc[r][1] =
+          _mm256_fmadd_ps(_mm256_cvtepi32_ps(d_hi), _mm256_mul_ps(s_hi, a_scale), acc[r][1]);
     }
   }
 #pragma GCC unroll 8

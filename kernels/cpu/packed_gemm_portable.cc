@@ -72,10 +72,10 @@ void Int4Kernel(const PanelTile& t) {
           }
         }
         dot -= t.corr[r * t.ld_corr + g];
-        const float prod = static_cast<float>(dot) * t.panel_scales[g * 16 + j];
+        const float scale = t.panel_scales[g * 16 + j] * t.a_scale[r * t.ld_corr + g];
+        const float prod = static_cast<float>(dot) * scale;
         acc = acc + prod;
       }
-      if (t.last) acc = acc * t.a_scale[r];
       c[j] = acc;
     }
   }

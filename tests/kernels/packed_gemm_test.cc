@@ -65,7 +65,7 @@ Problem MakeProblem(int64_t m, int64_t n, int64_t k, uint64_t seed) {
   p.groups = (k + kInt4Group - 1) / kInt4Group;
   p.ld_q = p.groups * kInt4Group;
   p.q.resize(static_cast<size_t>(m * p.ld_q));
-  p.scale.resize(static_cast<size_t>(m));
+  p.scale.resize(static_cast<size_t>(m * p.groups));
   p.corr.resize(static_cast<size_t>(m * p.groups));
   QuantizeRowsInt8(p.a.data(), k, m, k, p.q.data(), p.ld_q, p.scale.data(), p.corr.data(),
                    p.groups);
@@ -96,8 +96,10 @@ std::vector<double> Reference(const Problem& p, const PackedMatrix& w) {
     for (int64_t j = 0; j < p.n; ++j) {
       double sum = 0;
       for (int64_t kk = 0; kk < p.k; ++kk) {
-        const double x = w.format == WeightFormat::kInt4 ? double{p.q[i * p.ld_q + kk]} * p.scale[i]
-                                                         : double{p.a[i * p.k + kk]};
+        const double x =
+            w.format == WeightFormat::kInt4
+                ? double{p.q[i * p.ld_q + kk]} * p.scale[i * p.groups + kk / kInt4Group]
+                : double{p.a[i * p.k + kk]};
         sum += x * values[j * p.k + kk];
       }
       ref[i * p.n + j] = sum;
@@ -155,7 +157,7 @@ TEST_P(PackedGemmTest, RowsDoNotDependOnTheRowCountOrThePanelSplit) {
         PackedGemm({.w = &w,
                     .a = p.a.data() + i * p.k,
                     .lda = p.k,
-                    .qa = {p.q.data() + i * p.ld_q, p.ld_q, p.scale.data() + i,
+                    .qa = {p.q.data() + i * p.ld_q, p.ld_q, p.scale.data() + i * p.groups,
                            p.corr.data() + i * p.groups, p.groups},
                     .m = rows,
                     .panel_begin = 0,
@@ -175,7 +177,7 @@ TEST_P(PackedGemmTest, RowsDoNotDependOnTheRowCountOrThePanelSplit) {
         PackedGemm({.w = &w,
                     .a = p.a.data() + i * p.k,
                     .lda = p.k,
-                    .qa = {p.q.data() + i * p.ld_q, p.ld_q, p.scale.data() + i,
+                    .qa = {p.q.data() + i * p.ld_q, p.ld_q, p.scale.data() + i * p.groups,
                            p.corr.data() + i * p.groups, p.groups},
                     .m = 1,
                     .panel_begin = panel,
