@@ -19,9 +19,11 @@ namespace moe::tools {
 
 inline constexpr double kCheckRelTolerance = 1e-4;  // of |ref|
 inline constexpr double kCheckAbsTolerance = 1e-4;  // of rms(ref) over the checked elements
-// With int8 activations (INT4 weights): an int8 rounding that differs from float64's moves an
-// output by about 1e-3 of rms(ref).
-inline constexpr double kCheckInt8ActivationAbsTolerance = 1e-2;
+// With int8 activations (INT4 weights): where the kernel's float32 hidden value and float64's
+// fall on either side of an int8 rounding boundary (a few per token at d_ff = 14336), the
+// output moves by one int8 step times a down-projection weight: up to ~1e-2 of rms(ref) per
+// element. A real fault (wrong expert, scale or row) is off by O(rms).
+inline constexpr double kCheckInt8ActivationAbsTolerance = 3e-2;
 
 struct CheckResult {
   int64_t checked_tokens = 0;
