@@ -13,18 +13,6 @@ namespace {
 
 constexpr int64_t kRowBlock = 16;
 
-kernels::ActivationKind KindOf(config::Activation activation) {
-  switch (activation) {
-    case config::ACTIVATION_GEGLU:
-    case config::ACTIVATION_GELU:
-      return kernels::ActivationKind::kGelu;
-    case config::ACTIVATION_RELU:
-      return kernels::ActivationKind::kRelu;
-    default:
-      return kernels::ActivationKind::kSilu;
-  }
-}
-
 struct WorkItem {
   int64_t expert;
   int64_t row_begin;
@@ -39,7 +27,7 @@ absl::Status RunExperts(const ExpertWeights& w, config::Activation activation,
   const int64_t d_model = w.d_model();
   const int64_t d_ff = w.d_ff();
   const bool gated = config::IsGated(activation);
-  const kernels::ActivationKind kind = KindOf(activation);
+  const kernels::ActivationKind kind = ActivationKindOf(activation);
 
   std::vector<WorkItem> items;
   for (int64_t e = 0; e < num_experts; ++e) {

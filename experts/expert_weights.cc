@@ -6,6 +6,19 @@
 #include "configs/layer_config.h"
 
 namespace moe::experts {
+
+kernels::ActivationKind ActivationKindOf(config::Activation activation) {
+  switch (activation) {
+    case config::ACTIVATION_GEGLU:
+    case config::ACTIVATION_GELU:
+      return kernels::ActivationKind::kGelu;
+    case config::ACTIVATION_RELU:
+      return kernels::ActivationKind::kRelu;
+    default:
+      return kernels::ActivationKind::kSilu;
+  }
+}
+
 ExpertWeights ZeroExpertWeights(config::Activation activation, int64_t num_experts, int64_t d_model,
                                 int64_t d_ff) {
   ExpertWeights w;

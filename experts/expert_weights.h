@@ -6,6 +6,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "configs/moe_config.pb.h"
+#include "kernels/cpu/activation.h"
 #include "moe/base/tensor.h"
 
 namespace moe::experts {
@@ -19,6 +20,9 @@ struct ExpertWeights {
   int64_t d_ff() const { return up.empty() ? 0 : up.dim(1); }
   int64_t d_model() const { return up.empty() ? 0 : up.dim(2); }
 };
+
+// The elementwise activation of a config's activation (SwiGLU -> SiLU of the gate, ...).
+kernels::ActivationKind ActivationKindOf(config::Activation activation);
 
 // Zero-filled weights of the right shapes for `num_experts` experts.
 ExpertWeights ZeroExpertWeights(config::Activation activation, int64_t num_experts, int64_t d_model,

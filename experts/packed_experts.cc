@@ -27,18 +27,6 @@ constexpr int64_t kPanelsPerItem = 8;
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t RoundUp(int64_t a, int64_t b) { return CeilDiv(a, b) * b; }
 
-kernels::ActivationKind KindOf(config::Activation activation) {
-  switch (activation) {
-    case config::ACTIVATION_GEGLU:
-    case config::ACTIVATION_GELU:
-      return kernels::ActivationKind::kGelu;
-    case config::ACTIVATION_RELU:
-      return kernels::ActivationKind::kRelu;
-    default:
-      return kernels::ActivationKind::kSilu;
-  }
-}
-
 // Upper bound on the items of one phase for `rows` rows over `panels` column panels.
 int64_t MaxItems(int64_t num_experts, int64_t rows, int64_t panels) {
   return (num_experts + CeilDiv(rows, kRowTile)) * CeilDiv(panels, kPanelsPerItem);
@@ -119,7 +107,7 @@ absl::Status RunPackedExperts(const PackedExperts& x, const ExpertBatch& batch,
   const int64_t d_ff = x.d_ff;
   const bool gated = !x.gate.empty();
   const bool int4 = x.format == WeightFormat::kInt4;
-  const kernels::ActivationKind kind = KindOf(x.activation);
+  const kernels::ActivationKind kind = ActivationKindOf(x.activation);
   ws->Reserve(x, num_rows, omp_get_max_threads());
 
   // Work items: expert-major, row tiles of kRowTile, column tiles of kPanelsPerItem panels.

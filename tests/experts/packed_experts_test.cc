@@ -16,21 +16,8 @@
 #include "gtest/gtest.h"
 #include "moe/layer_weights.h"
 #include "moe/moe_layer.h"
+#include "tests/support/allocation_counter.h"
 #include "tests/support/test_inputs.h"
-
-// Counts operator new calls while g_counting is set (the steady-state allocation test).
-namespace {
-std::atomic<bool> g_counting{false};
-std::atomic<int64_t> g_allocations{0};
-}  // namespace
-
-void* operator new(size_t size) {
-  if (g_counting.load(std::memory_order_relaxed)) g_allocations.fetch_add(1);
-  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, size_t) noexcept { std::free(p); }
 
 namespace moe::experts {
 namespace {
@@ -148,12 +135,12 @@ TEST(PackedExpertsTest, SteadyStateRunsAllocateNothing) {
     const ExpertBank bank = ExpertBank::Create(w, config::ACTIVATION_SWIGLU, {.weight_format = f});
     const ExpertBatch batch = {.rows = x.data(), .offsets = kOffsets.data(), .out = out.data()};
     ASSERT_TRUE(bank.Run(w, batch).ok());  // sizes the workspace
-    g_allocations = 0;
-    g_counting = true;
+    moe::testing::g_allocations = 0;
+    moe::testing::g_count_allocations = true;
     const absl::Status s = bank.Run(w, batch);
-    g_counting = false;
+    moe::testing::g_count_allocations = false;
     ASSERT_TRUE(s.ok());
-    EXPECT_EQ(g_allocations.load(), 0) << kernels::WeightFormatName(f);
+    EXPECT_EQ(moe::testing::g_allocations.load(), 0) << kernels::WeightFormatName(f);
   }
 }
 

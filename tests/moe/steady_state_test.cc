@@ -7,21 +7,8 @@
 #include "gtest/gtest.h"
 #include "moe/layer_weights.h"
 #include "moe/moe_layer.h"
+#include "tests/support/allocation_counter.h"
 #include "tests/support/test_inputs.h"
-
-namespace {
-std::atomic<bool> g_counting{false};
-std::atomic<int64_t> g_allocations{0};
-}  // namespace
-
-// Counts operator new calls while g_counting is set.
-void* operator new(size_t size) {
-  if (g_counting.load(std::memory_order_relaxed)) g_allocations.fetch_add(1);
-  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, size_t) noexcept { std::free(p); }
 
 namespace moe {
 namespace {
@@ -51,12 +38,12 @@ TEST(SteadyStateTest, ForwardIntoAllocatesNothingOnceWarm) {
         LayerOutput out;
         ASSERT_TRUE(layer->ForwardInto(hidden, &out).ok());
         ASSERT_TRUE(layer->ForwardInto(hidden, &out).ok());
-        g_allocations = 0;
-        g_counting = true;
+        moe::testing::g_allocations = 0;
+        moe::testing::g_count_allocations = true;
         const absl::Status s = layer->ForwardInto(hidden, &out);
-        g_counting = false;
+        moe::testing::g_count_allocations = false;
         ASSERT_TRUE(s.ok()) << s;
-        EXPECT_EQ(g_allocations.load(), 0)
+        EXPECT_EQ(moe::testing::g_allocations.load(), 0)
             << family << " " << kernels::WeightFormatName(f) << " " << DTypeName(dtype);
         const absl::StatusOr<LayerOutput> fresh = layer->Forward(hidden);
         ASSERT_TRUE(fresh.ok());
