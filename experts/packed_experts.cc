@@ -13,8 +13,10 @@
 namespace moe::experts {
 namespace {
 
+using kernels::CeilDiv;
 using kernels::kInt4Group;
 using kernels::kPanelWidth;
+using kernels::RoundUp;
 using kernels::WeightFormat;
 
 // Rows per work item at most (a multiple of every microkernel's row count): an expert's rows are
@@ -23,9 +25,6 @@ using kernels::WeightFormat;
 // item: the item's slice of activation rows (96 x 256 inputs) and a panel's stay in cache.
 constexpr int64_t kRowTile = 96;
 constexpr int64_t kPanelsPerItem = 8;
-
-int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
-int64_t RoundUp(int64_t a, int64_t b) { return CeilDiv(a, b) * b; }
 
 // Upper bound on the items of one phase for `rows` rows over `panels` column panels.
 int64_t MaxItems(int64_t num_experts, int64_t rows, int64_t panels) {

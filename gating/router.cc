@@ -92,6 +92,7 @@ absl::Status Route(const config::LayerConfig& config, const RouterInputs& in,
         // its own logits, and the checks below still run per token).
         kernels::PackedGemm({.w = in.packed_router,
                              .a = in.hidden + block * d_model,
+                             .qa = {},
                              .lda = d_model,
                              .m = block_end - block,
                              .panel_begin = 0,

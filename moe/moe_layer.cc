@@ -138,25 +138,6 @@ absl::Status RunSharedExpertsInto(const config::LayerConfig& c, const MoeLayerWe
   return absl::OkStatus();
 }
 
-absl::StatusOr<Tensor> PermuteAndRunExperts(const config::LayerConfig& c,
-                                            const experts::ExpertWeights& experts,
-                                            const experts::ExpertBank& bank, const Tensor& hidden,
-                                            const gating::RoutingPlan& plan) {
-  const int64_t d_model = c.d_model();
-  Tensor rows = Tensor::Zeros(DType::kF32, {plan.num_rows(), d_model});
-  Tensor expert_out = Tensor::Zeros(DType::kF32, {plan.num_rows(), d_model});
-  kernels::PermuteRows({.src = hidden.data<float>(),
-                        .slot_of_row = plan.slot_of_row.data(),
-                        .dst = rows.data<float>(),
-                        .num_rows = plan.num_rows(),
-                        .d_model = d_model,
-                        .top_k = c.top_k()});
-  MOE_RETURN_IF_ERROR(bank.Run(experts, {.rows = rows.data<float>(),
-                                         .offsets = plan.offsets.data(),
-                                         .out = expert_out.data<float>()}));
-  return expert_out;
-}
-
 void CombineSlots(const float* rows, const int64_t* row_of_slot, const Tensor& topk_weights,
                   const SharedExpertsOutput& shared, Tensor* output) {
   const int64_t num_tokens = output->dim(0);

@@ -122,13 +122,6 @@ absl::Status RunSharedExpertsInto(const config::LayerConfig& config, const MoeLa
                                   const experts::ExpertBank& shared_bank, const Tensor& hidden,
                                   SharedExpertsOutput* shared);
 
-// Permutes hidden rows into plan order and runs the routed experts (`experts` holds all of
-// plan.num_experts; `bank` was created from them). Returns F32 [plan.num_rows(), d_model].
-absl::StatusOr<Tensor> PermuteAndRunExperts(const config::LayerConfig& config,
-                                            const experts::ExpertWeights& experts,
-                                            const experts::ExpertBank& bank, const Tensor& hidden,
-                                            const gating::RoutingPlan& plan);
-
 // output[t] = sum_j topk_weights[t, j] * rows[row_of_slot[t * top_k + j]] in top-k order
 // (row -1 adds nothing), then + scale[t] * shared[t]. `output` is F32 [num_tokens, d_model].
 void CombineSlots(const float* rows, const int64_t* row_of_slot, const Tensor& topk_weights,

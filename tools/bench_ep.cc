@@ -22,6 +22,7 @@
 #include "moe/rebalance_policy.h"
 #include "nlohmann/json.hpp"
 #include "tools/bench_check.h"
+#include "tools/bench_runner.h"
 #include "tools/cli.h"
 #include "tools/ep_session.h"
 
@@ -32,13 +33,6 @@ using Clock = std::chrono::steady_clock;
 
 double Seconds(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-double Median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 double MaxOverMean(const std::vector<int64_t>& v) {

@@ -16,21 +16,6 @@ int64_t InputBlock(WeightFormat format, int64_t rows) {
   return format == WeightFormat::kInt4 || rows <= 2 ? int64_t{1} << 40 : 256;
 }
 
-// Bytes of panel weights per input (kInt4: per 32 inputs / 32).
-int64_t BytesPerInput(WeightFormat format) {
-  switch (format) {
-    case WeightFormat::kF32:
-      return 64;
-    case WeightFormat::kBF16:
-      return 32;
-    case WeightFormat::kInt8:
-      return 16;
-    case WeightFormat::kInt4:
-      return 8;
-  }
-  return 64;
-}
-
 }  // namespace
 
 int MaxTileRows(WeightFormat format) { return format == WeightFormat::kInt4 ? 2 : 6; }
@@ -42,7 +27,7 @@ int TilePanels(WeightFormat format, int rows) {
 
 void QuantizeRowsInt8(const float* x, int64_t ld_x, int64_t m, int64_t k, int8_t* q, int64_t ld_q,
                       float* scale, int32_t* corr, int64_t ld_corr) {
-  const int64_t groups = (k + kInt4Group - 1) / kInt4Group;
+  const int64_t groups = CeilDiv(k, kInt4Group);
   for (int64_t r = 0; r < m; ++r) {
     const float* row = x + r * ld_x;
     int8_t* qr = q + r * ld_q;
@@ -74,14 +59,14 @@ void PackedGemm(const PackedGemmParams& p) {
       ActiveCpuIsa() == CpuIsa::kAvx2 ? Avx2PanelKernel(format) : PortablePanelKernel(format);
   const int max_rows = MaxTileRows(format);
   const bool int4 = format == WeightFormat::kInt4;
-  const int64_t k = int4 ? (w.k + kInt4Group - 1) / kInt4Group * kInt4Group : w.k;
+  // Inputs a panel holds (INT4 pads k to whole groups) and its bytes per input.
+  const int64_t k = int4 ? RoundUp(w.k, kInt4Group) : w.k;
+  const int64_t bytes_per_input = k > 0 ? w.panel_bytes / k : 0;
   const int64_t input_block = InputBlock(format, p.m);
-  const int64_t bytes_per_input = BytesPerInput(format);
+  // Decode-sized calls (at most 2 rows) take several full panels per microkernel call.
+  const int group = p.m <= 2 ? TilePanels(format, static_cast<int>(p.m)) : 1;
   for (int64_t k0 = 0; k0 < k || k0 == 0; k0 += input_block) {
     const int64_t kc = std::min(input_block, k - k0);
-    // Decode-sized calls (at most 2 rows) take several full panels per microkernel call.
-    const int rows_all = static_cast<int>(std::min<int64_t>(max_rows, p.m));
-    const int group = p.m <= 2 ? TilePanels(format, rows_all) : 1;
     for (int64_t panel = p.panel_begin; panel < p.panel_end;) {
       const int cols = static_cast<int>(std::min<int64_t>(kPanelWidth, w.n - panel * kPanelWidth));
       int panels = 1;

@@ -9,8 +9,6 @@
 namespace moe::kernels {
 namespace {
 
-int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 // W[col, kk] or 0 outside the matrix.
 float At(const float* w, int64_t ldw, int64_t n, int64_t k, int64_t col, int64_t kk) {
   return col < n && kk < k ? w[col * ldw + kk] : 0.0f;

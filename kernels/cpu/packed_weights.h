@@ -19,6 +19,10 @@ absl::string_view WeightFormatName(WeightFormat format);
 // Parses a --weight-dtype value; kInvalidArgument naming the flag and the value otherwise.
 absl::StatusOr<WeightFormat> ParseWeightFormat(absl::string_view name);
 
+// ceil(a / b), and a rounded up to a multiple of b, for sizes (a >= 0, b > 0).
+inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t RoundUp(int64_t a, int64_t b) { return CeilDiv(a, b) * b; }
+
 // Columns (outputs) per panel; every microkernel computes 16 outputs per pass over k.
 inline constexpr int64_t kPanelWidth = 16;
 // Inputs per INT4 scale group.

@@ -96,10 +96,10 @@ std::vector<double> Reference(const Problem& p, const PackedMatrix& w) {
     for (int64_t j = 0; j < p.n; ++j) {
       double sum = 0;
       for (int64_t kk = 0; kk < p.k; ++kk) {
-        const double x =
-            w.format == WeightFormat::kInt4
-                ? double{p.q[i * p.ld_q + kk]} * p.scale[i * p.groups + kk / kInt4Group]
-                : double{p.a[i * p.k + kk]};
+        const double x = w.format == WeightFormat::kInt4
+                             ? static_cast<double>(p.q[i * p.ld_q + kk]) *
+                                   p.scale[i * p.groups + kk / kInt4Group]
+                             : double{p.a[i * p.k + kk]};
         sum += x * values[j * p.k + kk];
       }
       ref[i * p.n + j] = sum;
