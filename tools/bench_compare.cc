@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <map>
 #include <memory>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -154,10 +155,11 @@ int RunCompareBench(const CompareOptions& o) {
   const CompareCeilings ceil = MeasureCompareCeilings(c, o.threads);
 
   std::printf(
-      "# moe bench --compare: %s (%s): d_model %d, d_ff %d, experts %d, top_k %d, shared d_ff "
-      "%d\n",
-      c.name().c_str(), o.config_source.c_str(), c.d_model(), c.d_ff(), c.num_experts(), c.top_k(),
-      config::SharedExpertsDff(c));
+      "# moe bench --compare: %s (%s): d_model %lld, d_ff %lld, experts %d, top_k %d, shared "
+      "d_ff %lld\n",
+      c.name().c_str(), o.config_source.c_str(), static_cast<long long>(c.d_model()),
+      static_cast<long long>(c.d_ff()), c.num_experts(), c.top_k(),
+      static_cast<long long>(config::SharedExpertsDff(c)));
   std::printf("# weights: %.2f GB F32, random (seed %llu), initialized in %.1f s\n", f32_gb,
               static_cast<unsigned long long>(o.seed), init_seconds);
   std::printf("# machine: %s, %d cores; threads %d; commit %s; kernels %s\n", CpuModel().c_str(),
@@ -187,6 +189,13 @@ int RunCompareBench(const CompareOptions& o) {
       }
     }
   }
+  // The plain reference experts share the F32 weights (nothing is packed for them).
+  std::optional<MoeLayer> plain;
+  if (o.plain) {
+    absl::StatusOr<MoeLayer> made = MoeLayer::Create(c, weights, {.experts = {.plain = true}});
+    if (!made.ok()) return Fail(made.status(), kExitRuntimeError);
+    plain.emplace(*std::move(made));
+  }
   std::map<std::pair<int, int64_t>, std::vector<float>> f32_out;
   std::map<std::pair<int, int64_t>, double> plain_seconds;
   int64_t wrong = 0;
@@ -198,10 +207,7 @@ int RunCompareBench(const CompareOptions& o) {
     for (size_t s = 0; s < skews.size(); ++s) {
       for (int64_t t : o.tokens) {
         const std::pair<int, int64_t> key = {static_cast<int>(s), t};
-        if (f == WeightFormat::kF32 && o.plain) {
-          absl::StatusOr<MoeLayer> plain =
-              MoeLayer::Create(c, weights, {.experts = {.plain = true}});
-          if (!plain.ok()) return Fail(plain.status(), kExitRuntimeError);
+        if (f == WeightFormat::kF32 && plain.has_value()) {
           absl::StatusOr<Measured> p = Measure(*plain, inputs[key], 0, 1, 0, nullptr);
           if (!p.ok()) return Fail(p.status(), kExitRuntimeError);
           plain_seconds[key] = p->seconds;
@@ -215,7 +221,7 @@ int RunCompareBench(const CompareOptions& o) {
             std::max(m->flop / (gemm_ceiling * 1e9), m->bytes / (ceil.triad * 1e9));
         const double gflops = m->flop / m->seconds / 1e9;
         const double gbps = m->bytes / m->seconds / 1e9;
-        const auto plain = plain_seconds.find(key);
+        const auto plain_time = plain_seconds.find(key);
         std::printf(
             "%-8s %-5s %7lld %10.3f %10.1f %8.1f %7.2f %5.0f%% %6.0f%% %6.0f%% %10s %8s %8.2g "
             "%7lld\n",
@@ -223,11 +229,12 @@ int RunCompareBench(const CompareOptions& o) {
             std::string(kernels::WeightFormatName(f)).c_str(), static_cast<long long>(t),
             m->seconds * 1e3, static_cast<double>(t) / m->seconds, gflops, gbps,
             100 * roofline / m->seconds, 100 * gflops / ceil.sgemm, 100 * gbps / ceil.triad,
-            plain == plain_seconds.end() ? "-"
-                                         : absl::StrFormat("%.3f", plain->second * 1e3).c_str(),
-            plain == plain_seconds.end()
+            plain_time == plain_seconds.end()
                 ? "-"
-                : absl::StrFormat("%.2f", plain->second / m->seconds).c_str(),
+                : absl::StrFormat("%.3f", plain_time->second * 1e3).c_str(),
+            plain_time == plain_seconds.end()
+                ? "-"
+                : absl::StrFormat("%.2f", plain_time->second / m->seconds).c_str(),
             RelL2(m->first_output, f32_out[key]), static_cast<long long>(m->wrong));
         std::fflush(stdout);
         wrong += m->wrong;

@@ -194,8 +194,9 @@ int RunEpCommand(int ep) {
   absl::StatusOr<MoeLayerWeights> held =
       KeepHeldExperts(config, std::move(loaded->weights), *placement, me);
   if (!held.ok()) return die(held.status());
-  absl::StatusOr<ExpertParallelLayer> layer = ExpertParallelLayer::Create(
-      config, *std::move(held), *placement, comm, {.experts = *RunKernelOptions()});
+  absl::StatusOr<ExpertParallelLayer> layer =
+      ExpertParallelLayer::Create(config, *std::move(held), *placement, comm,
+                                  {.dispatcher = {}, .experts = *RunKernelOptions()});
   if (!layer.ok()) return die(layer.status());
   const std::string input = absl::GetFlag(FLAGS_input);
   absl::StatusOr<Tensor> hidden = ReadHiddenStates(input, config.d_model());
