@@ -85,6 +85,9 @@ void ExpertWorkspace::Reserve(const PackedExperts& x, int64_t max_rows, int num_
     if (static_cast<int64_t>(v.size()) < size) v.resize(static_cast<size_t>(size));
   };
   grow(hidden_, max_rows * x.d_ff);
+  if (x.format == WeightFormat::kBF16) {
+    grow(bf16_, max_rows * RoundUp(std::max(x.d_model, x.d_ff), kernels::kBf16Block));
+  }
   if (x.format == WeightFormat::kInt4) {
     const int64_t width = RoundUp(std::max(x.d_model, x.d_ff), kInt4Group);
     grow(quantized_, max_rows * width);
@@ -105,7 +108,7 @@ absl::Status RunPackedExperts(const PackedExperts& x, const ExpertBatch& batch,
   const int64_t d_model = x.d_model;
   const int64_t d_ff = x.d_ff;
   const bool gated = !x.gate.empty();
-  const bool int4 = x.format == WeightFormat::kInt4;
+  const kernels::GemmInput input = kernels::GemmInputFor(x.format, kernels::ActiveCpuIsa());
   const kernels::ActivationKind kind = ActivationKindOf(x.activation);
   ws->Reserve(x, num_rows, omp_get_max_threads());
 
@@ -134,39 +137,53 @@ absl::Status RunPackedExperts(const PackedExperts& x, const ExpertBatch& batch,
   bank_scope.Arg("experts", x.num_experts);
   bank_scope.Arg("rows", num_rows);
   bank_scope.Arg("work_items", all_items);
+  // Row stride of the BF16 and int8 rows (both pad to 32 inputs).
+  static_assert(kernels::kBf16Block == kInt4Group);
   const int64_t q_width = RoundUp(std::max(d_model, d_ff), kInt4Group);
   const int64_t q_groups = q_width / kInt4Group;
-  // INT4 activations of `rows` [num_rows, k] in the workspace, one row per iteration.
-  const auto quantize = [&](const float* rows, int64_t k) {
+  // The GEMM input of `rows` [num_rows, k] in the workspace (BF16 or int8 rows as the kernels
+  // read them; F32 rows are read in place), one row per iteration.
+  const auto prepare = [&](const float* rows, int64_t k) {
+    if (input == kernels::GemmInput::kF32) return;
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < num_rows; ++r) {
-      kernels::QuantizeRowsInt8(rows + r * k, k, 1, k, ws->quantized_.data() + r * q_width, q_width,
-                                ws->row_scales_.data() + r * q_groups,
-                                ws->corrections_.data() + r * q_groups, q_groups);
+      if (input == kernels::GemmInput::kBF16) {
+        kernels::ConvertRowsToBf16(rows + r * k, k, 1, k, ws->bf16_.data() + r * q_width, q_width);
+      } else {
+        kernels::QuantizeRowsInt8(rows + r * k, k, 1, k, ws->quantized_.data() + r * q_width,
+                                  q_width, ws->row_scales_.data() + r * q_groups,
+                                  ws->corrections_.data() + r * q_groups, q_groups);
+      }
     }
   };
   const auto gemm = [&](const kernels::PackedMatrix& w, const float* a, int64_t lda,
                         const Item& item, float* c, int64_t ldc) {
     const int64_t r = item.row_begin;
-    kernels::PackedGemm({.w = &w,
-                         .a = a + r * lda,
-                         .lda = lda,
-                         .qa = {.q = ws->quantized_.data() + r * q_width,
-                                .ld_q = q_width,
-                                .scale = ws->row_scales_.data() + r * q_groups,
-                                .corr = ws->corrections_.data() + r * q_groups,
-                                .ld_corr = q_groups},
-                         .m = item.row_end - r,
-                         .panel_begin = item.panel_begin,
-                         .panel_end = item.panel_end,
-                         .c = c,
-                         .ldc = ldc});
+    kernels::PackedGemmParams params{.w = &w,
+                                     .a = a + r * lda,
+                                     .lda = lda,
+                                     .m = item.row_end - r,
+                                     .panel_begin = item.panel_begin,
+                                     .panel_end = item.panel_end,
+                                     .c = c,
+                                     .ldc = ldc};
+    if (input == kernels::GemmInput::kBF16) {
+      params.a_bf16 = ws->bf16_.data() + r * q_width;
+      params.ld_bf16 = q_width;
+    } else if (input == kernels::GemmInput::kInt8) {
+      params.qa = {.q = ws->quantized_.data() + r * q_width,
+                   .ld_q = q_width,
+                   .scale = ws->row_scales_.data() + r * q_groups,
+                   .corr = ws->corrections_.data() + r * q_groups,
+                   .ld_corr = q_groups};
+    }
+    kernels::PackedGemm(params);
   };
 
 #pragma omp parallel
   {
     float* tile = ws->tiles_.data() + omp_get_thread_num() * ws->tile_floats_;
-    if (int4) quantize(batch.rows, d_model);
+    prepare(batch.rows, d_model);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t i = 0; i < up_items; ++i) {
       const Item& item = ws->items_[static_cast<size_t>(i)];
@@ -192,7 +209,7 @@ absl::Status RunPackedExperts(const PackedExperts& x, const ExpertBatch& batch,
         for (int64_t r = 0; r < m; ++r) kernels::ApplyActivation(kind, h + r * d_ff, cols);
       }
     }
-    if (int4) quantize(ws->hidden_.data(), d_ff);
+    prepare(ws->hidden_.data(), d_ff);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t i = up_items; i < all_items; ++i) {
       const Item& item = ws->items_[static_cast<size_t>(i)];

@@ -53,6 +53,7 @@ class ExpertWorkspace {
     int64_t panel_end;
   };
   std::vector<float> hidden_;         // [max_rows, d_ff]: the activation's output
+  std::vector<uint16_t> bf16_;        // BF16: [max_rows, RoundUp(max(d_model, d_ff), 32)]
   std::vector<int8_t> quantized_;     // INT4: [max_rows, RoundUp(max(d_model, d_ff), 32)]
   std::vector<float> row_scales_;     // INT4: [max_rows, groups]
   std::vector<int32_t> corrections_;  // INT4: [max_rows, groups]

@@ -49,9 +49,20 @@ void RoundToInt8Steps(std::vector<double>& v) {
   }
 }
 
+// Rounds v to BF16, as the BF16 kernels' activations (through float, as the kernels see it).
+void RoundToBf16(std::vector<double>& v) {
+  for (double& x : v) x = kernels::Bf16ToFloat(kernels::FloatToBf16(static_cast<float>(x)));
+}
+
+// Rounds v as the GEMM input format says.
+void RoundActivations(kernels::GemmInput input, std::vector<double>& v) {
+  if (input == kernels::GemmInput::kInt8) RoundToInt8Steps(v);
+  if (input == kernels::GemmInput::kBF16) RoundToBf16(v);
+}
+
 // y += scale * FFN_e(x), the plain definition: down_e(act(gate_e x, up_e x)).
 void AddExpert(const experts::ExpertWeights& w, int64_t e, config::Activation activation,
-               const double* x, double scale, double* y, bool int8_activations) {
+               const double* x, double scale, double* y, kernels::GemmInput activations) {
   const int64_t d_model = w.d_model();
   const int64_t d_ff = w.d_ff();
   const float* up = w.up.data<float>() + e * d_ff * d_model;  // [d_ff, d_model]
@@ -63,7 +74,7 @@ void AddExpert(const experts::ExpertWeights& w, int64_t e, config::Activation ac
     const double g = gate != nullptr ? Dot(gate + f * d_model, x, d_model) : 0.0;
     h[static_cast<size_t>(f)] = Activate(activation, g, u);
   }
-  if (int8_activations) RoundToInt8Steps(h);
+  RoundActivations(activations, h);
   for (int64_t i = 0; i < d_model; ++i) y[i] += scale * Dot(down + i * d_ff, h.data(), d_ff);
 }
 
@@ -98,9 +109,12 @@ std::unique_ptr<MoeLayerWeights> EffectiveLayerWeights(const MoeLayer& layer) {
 CheckOptions CheckOptionsFor(const MoeLayer& layer) {
   const experts::ExpertKernelOptions& kernels = layer.routed_bank().options();
   CheckOptions options;
-  if (!kernels.plain && kernels.weight_format == kernels::WeightFormat::kInt4) {
-    options.int8_activations = true;
+  if (kernels.plain) return options;
+  options.activations = kernels::GemmInputFor(kernels.weight_format, kernels::ActiveCpuIsa());
+  if (options.activations == kernels::GemmInput::kInt8) {
     options.abs_tolerance = kCheckInt8ActivationAbsTolerance;
+  } else if (options.activations == kernels::GemmInput::kBF16) {
+    options.abs_tolerance = kCheckBf16ActivationAbsTolerance;
   }
   return options;
 }
@@ -172,19 +186,19 @@ absl::StatusOr<CheckResult> CheckLayerOutput(const config::LayerConfig& c,
                           hidden.data<float>() + (t + 1) * d_model);  // [d_model]
     double* y = ref.data() + i * d_model;
     std::vector<double> xq = x;  // what the experts see
-    if (options.int8_activations) RoundToInt8Steps(xq);
+    RoundActivations(options.activations, xq);
     for (int32_t j = 0; j < top_k; ++j) {
       const int64_t s = t * top_k + j;
       if (!kept[static_cast<size_t>(s)]) continue;
       AddExpert(weights.experts, ids[s], c.activation(), xq.data(), topk_weights[s], y,
-                options.int8_activations);
+                options.activations);
     }
     if (shared) {
       double scale = 1.0;
       if (c.shared_experts().sigmoid_gate()) {
         scale = 1.0 / (1.0 + std::exp(-Dot(weights.shared_gate.data<float>(), x.data(), d_model)));
       }
-      AddExpert(weights.shared, 0, c.activation(), xq.data(), scale, y, options.int8_activations);
+      AddExpert(weights.shared, 0, c.activation(), xq.data(), scale, y, options.activations);
     }
   }
 

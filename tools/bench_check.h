@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "configs/moe_config.pb.h"
+#include "kernels/cpu/packed_gemm.h"
 #include "moe/base/tensor.h"
 #include "moe/layer_weights.h"
 #include "moe/moe_layer.h"
@@ -24,6 +25,10 @@ inline constexpr double kCheckAbsTolerance = 1e-4;  // of rms(ref) over the chec
 // output moves by one int8 step times a down-projection weight: up to ~1e-2 of rms(ref) per
 // element. A real fault (wrong expert, scale or row) is off by O(rms).
 inline constexpr double kCheckInt8ActivationAbsTolerance = 3e-2;
+// With BF16 activations (BF16 weights on AVX-512 / AMX): a hidden value rounding to the other
+// BF16 neighbour moves the output by one BF16 step (2^-8 relative) times a down weight: up to
+// ~1e-3 of rms(ref) per element at d_ff = 1024.
+inline constexpr double kCheckBf16ActivationAbsTolerance = 3e-3;
 
 struct CheckResult {
   int64_t checked_tokens = 0;
@@ -39,10 +44,11 @@ struct CheckResult {
 
 // How the reference models the kernels' number formats.
 struct CheckOptions {
-  // Round each token's input and each expert's hidden row to int8 with one scale per row
-  // (max |x| / 127), as the INT4 kernels do. Their F32 hidden rows round differently from the
-  // float64 ones now and then (one int8 step on one element), hence the looser tolerance.
-  bool int8_activations = false;
+  // How each token's input and each expert's hidden row are rounded before their GEMMs, as the
+  // kernels do: kInt8 to int8 steps with one scale per group of 32 (max |x| / 127, INT4
+  // weights), kBF16 to BF16. The kernels' F32 hidden rows round differently from the float64
+  // ones now and then (one step on one element), hence the looser tolerances.
+  kernels::GemmInput activations = kernels::GemmInput::kF32;
   double abs_tolerance = kCheckAbsTolerance;  // of rms(ref)
 };
 

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <optional>
@@ -34,42 +35,20 @@ double Seconds(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-struct CompareCeilings {
-  double sgemm = 0;  // GFLOP/s
-  double bf16 = 0;   // GFLOP/s; the sgemm rate when there is no BF16 GEMM
-  std::string bf16_source;
-  double triad = 0;  // GB/s
-  int64_t m = 0, n = 0, k = 0;
-};
-
-CompareCeilings MeasureCompareCeilings(const config::LayerConfig& c, int threads) {
-  CompareCeilings x;
-  x.m = 1024;
-  x.n = std::clamp<int64_t>(c.d_ff(), 1024, 4096);
-  x.k = std::clamp<int64_t>(c.d_model(), 1024, 4096);
-  x.sgemm = SgemmGflops(x.m, x.n, x.k, threads, 5).value_or(0);
-  absl::StatusOr<double> bf16 = Bf16GemmGflops(x.m, x.n, x.k, threads, 5);
-  if (bf16.ok() && *bf16 > x.sgemm) {
-    x.bf16 = *bf16;
-    x.bf16_source = "oneDNN matmul bf16";
-  } else {
-    // BF16 weights can always be computed in F32: the F32 rate is a ceiling BF16 must meet.
-    x.bf16 = x.sgemm;
-    x.bf16_source = bf16.ok() ? absl::StrFormat("sgemm (oneDNN bf16 only %.1f GFLOP/s)", *bf16)
-                              : absl::StrCat("sgemm; ", bf16.status().message());
-  }
-  x.triad = TriadGbps(int64_t{512} << 20, 5);
-  return x;
-}
-
-// One timed configuration: medians over the timed forwards.
+// One timed configuration: medians over the timed forwards, and over the ceilings measured
+// beside them.
 struct Measured {
   double seconds = 0;
-  double flop = 0;   // mean useful FLOP per forward
-  double bytes = 0;  // mean active weight bytes per forward, in the layer's format
+  double flop = 0;         // mean useful FLOP per forward
+  double bytes = 0;        // mean active weight bytes per forward, in the layer's format
+  double gemm_gflops = 0;  // the row's GEMM ceiling
+  double triad_gbps = 0;
   int64_t wrong = 0;
   std::vector<float> first_output;  // the output on step 0
 };
+
+// Which GEMM ceiling a row is held to: the BF16 one for BF16 weights, sgemm otherwise.
+enum class Ceiling { kSgemm, kBf16 };
 
 // Active weight bytes of one forward: each expert with a slot streams its packed matrices
 // once, plus the shared experts and the F32 router.
@@ -87,18 +66,26 @@ double ActiveBytes(const MoeLayer& layer, const LayerOutput& out) {
          4.0 * static_cast<double>(c.num_experts() * c.d_model());
 }
 
+// Each timed forward follows a triad pass (which also evicts the weights from every cache, as
+// the other layers of a model would) and a call of the row's GEMM ceiling. `probes` null:
+// forwards only (the plain path).
 absl::StatusOr<Measured> Measure(const MoeLayer& layer, const std::vector<Tensor>& inputs,
                                  int warmup, int repeats, int64_t check_tokens,
-                                 const MoeLayerWeights* check_weights) {
+                                 const MoeLayerWeights* check_weights, CeilingProbes* probes,
+                                 Ceiling ceiling) {
   Measured m;
   const config::LayerConfig& c = layer.config();
   for (int i = 0; i < warmup; ++i) {
     MOE_ASSIGN_OR_RETURN(LayerOutput out,
                          layer.Forward(inputs[static_cast<size_t>(i) % inputs.size()]));
   }
-  std::vector<double> times;
+  std::vector<double> times, gemm, triad;
   for (int r = 0; r < repeats; ++r) {
     const Tensor& hidden = inputs[static_cast<size_t>(r) % inputs.size()];
+    if (probes != nullptr) {
+      triad.push_back(probes->Triad());
+      gemm.push_back(ceiling == Ceiling::kBf16 ? probes->Bf16Gemm() : probes->Sgemm());
+    }
     const Clock::time_point start = Clock::now();
     MOE_ASSIGN_OR_RETURN(LayerOutput out, layer.Forward(hidden));
     times.push_back(Seconds(start));
@@ -121,6 +108,10 @@ absl::StatusOr<Measured> Measure(const MoeLayer& layer, const std::vector<Tensor
     }
   }
   m.seconds = Median(times);
+  if (probes != nullptr) {
+    m.gemm_gflops = Median(gemm);
+    m.triad_gbps = Median(triad);
+  }
   m.flop /= repeats;
   m.bytes /= repeats;
   return m;
@@ -138,6 +129,12 @@ double RelL2(const std::vector<float>& x, const std::vector<float>& ref) {
 }  // namespace
 
 int RunCompareBench(const CompareOptions& o) {
+  // The sgemm ceiling is OpenBLAS at its best for this CPU (see ReexecForCeilings).
+  if (const absl::Status reexec = ReexecForCeilings();
+      !reexec.ok() && std::getenv(kOpenBlasNoteVariable) == nullptr) {
+    std::fprintf(stderr, "moe bench: could not re-run for OpenBLAS (%s); OpenBLAS runs %s\n",
+                 std::string(reexec.message()).c_str(), OpenBlasCore().c_str());
+  }
   const config::LayerConfig& c = o.config;
   std::vector<WeightFormat> formats = {WeightFormat::kF32};
   for (WeightFormat f : o.formats) {
@@ -152,7 +149,9 @@ int RunCompareBench(const CompareOptions& o) {
   const Clock::time_point init_start = Clock::now();
   const auto weights = std::make_shared<const MoeLayerWeights>(RandomLayerWeights(c, o.seed));
   const double init_seconds = Seconds(init_start);
-  const CompareCeilings ceil = MeasureCompareCeilings(c, o.threads);
+  const int64_t gemm_n = std::clamp<int64_t>(c.d_ff(), 1024, 4096);
+  const int64_t gemm_k = std::clamp<int64_t>(c.d_model(), 1024, 4096);
+  CeilingProbes probes(1024, gemm_n, gemm_k, int64_t{512} << 20);
 
   std::printf(
       "# moe bench --compare: %s (%s): d_model %lld, d_ff %lld, experts %d, top_k %d, shared "
@@ -164,17 +163,19 @@ int RunCompareBench(const CompareOptions& o) {
               static_cast<unsigned long long>(o.seed), init_seconds);
   std::printf("# machine: %s, %d cores; threads %d; commit %s; kernels %s\n", CpuModel().c_str(),
               omp_get_num_procs(), o.threads, GitCommit().c_str(), kernels::CpuIsaReport().c_str());
-  std::printf("# timing: %d warm-up + median of %d forwards per row, rotating %d input batches\n",
-              o.warmup, o.repeats, o.steps);
   std::printf(
-      "# ceilings (measured now): sgemm %.1f GFLOP/s (OpenBLAS %s, %lld x %lld x %lld); BF16 "
-      "GEMM %.1f GFLOP/s (%s); triad %.1f GB/s (3 x 512 MiB)\n",
-      ceil.sgemm, OpenBlasCore().c_str(), static_cast<long long>(ceil.m),
-      static_cast<long long>(ceil.n), static_cast<long long>(ceil.k), ceil.bf16,
-      ceil.bf16_source.c_str(), ceil.triad);
-  std::printf("\n%-8s %-5s %7s %10s %10s %8s %7s %6s %7s %7s %10s %8s %8s %7s\n", "routing",
-              "dtype", "tokens", "time_ms", "tokens/s", "GFLOP/s", "GB/s", "%roof", "%sgemm",
-              "%triad", "plain_ms", "x_plain", "err_f32", "#wrong");
+      "# timing: %d warm-up + median of %d forwards per row, rotating %d input batches; before "
+      "each\n#   timed forward a triad pass (it also evicts the weights from the caches) and a "
+      "call of the\n#   row's GEMM ceiling: a row's ceilings are the medians of those calls\n",
+      o.warmup, o.repeats, o.steps);
+  std::printf("# ceilings: sgemm: %s, %lld x %lld x %lld; BF16 GEMM: %s; triad: 3 x 512 MiB\n",
+              probes.sgemm_source().c_str(), static_cast<long long>(probes.m()),
+              static_cast<long long>(probes.n()), static_cast<long long>(probes.k()),
+              probes.bf16_source().c_str());
+  if (const char* note = std::getenv(kOpenBlasNoteVariable)) std::printf("# %s\n", note);
+  std::printf("\n%-8s %-5s %7s %10s %10s %8s %7s %7s %6s %6s %6s %6s %10s %8s %8s %7s\n", "routing",
+              "dtype", "tokens", "time_ms", "tokens/s", "GFLOP/s", "GB/s", "ceil_GF", "triad",
+              "%roof", "%gemm", "%triad", "plain_ms", "x_plain", "err_f32", "#wrong");
   std::fflush(stdout);
 
   // Inputs per (routing, token count), rotated through by every format.
@@ -208,27 +209,30 @@ int RunCompareBench(const CompareOptions& o) {
       for (int64_t t : o.tokens) {
         const std::pair<int, int64_t> key = {static_cast<int>(s), t};
         if (f == WeightFormat::kF32 && plain.has_value()) {
-          absl::StatusOr<Measured> p = Measure(*plain, inputs[key], 0, 1, 0, nullptr);
+          absl::StatusOr<Measured> p =
+              Measure(*plain, inputs[key], 0, 1, 0, nullptr, nullptr, Ceiling::kSgemm);
           if (!p.ok()) return Fail(p.status(), kExitRuntimeError);
           plain_seconds[key] = p->seconds;
         }
-        absl::StatusOr<Measured> m =
-            Measure(*layer, inputs[key], o.warmup, o.repeats, o.check_tokens, check_weights.get());
+        const Ceiling ceiling =
+            f == WeightFormat::kBF16 && probes.has_bf16() ? Ceiling::kBf16 : Ceiling::kSgemm;
+        absl::StatusOr<Measured> m = Measure(*layer, inputs[key], o.warmup, o.repeats,
+                                             o.check_tokens, check_weights.get(), &probes, ceiling);
         if (!m.ok()) return Fail(m.status(), kExitRuntimeError);
         if (f == WeightFormat::kF32) f32_out[key] = m->first_output;
-        const double gemm_ceiling = f == WeightFormat::kBF16 ? ceil.bf16 : ceil.sgemm;
         const double roofline =
-            std::max(m->flop / (gemm_ceiling * 1e9), m->bytes / (ceil.triad * 1e9));
+            std::max(m->flop / (m->gemm_gflops * 1e9), m->bytes / (m->triad_gbps * 1e9));
         const double gflops = m->flop / m->seconds / 1e9;
         const double gbps = m->bytes / m->seconds / 1e9;
         const auto plain_time = plain_seconds.find(key);
         std::printf(
-            "%-8s %-5s %7lld %10.3f %10.1f %8.1f %7.2f %5.0f%% %6.0f%% %6.0f%% %10s %8s %8.2g "
-            "%7lld\n",
+            "%-8s %-5s %7lld %10.3f %10.1f %8.1f %7.2f %7.0f %6.1f %5.0f%% %5.0f%% %5.0f%% %10s "
+            "%8s %8.2g %7lld\n",
             s == 0 ? "uniform" : absl::StrCat("skew", skews[s]).c_str(),
             std::string(kernels::WeightFormatName(f)).c_str(), static_cast<long long>(t),
-            m->seconds * 1e3, static_cast<double>(t) / m->seconds, gflops, gbps,
-            100 * roofline / m->seconds, 100 * gflops / ceil.sgemm, 100 * gbps / ceil.triad,
+            m->seconds * 1e3, static_cast<double>(t) / m->seconds, gflops, gbps, m->gemm_gflops,
+            m->triad_gbps, 100 * roofline / m->seconds, 100 * gflops / m->gemm_gflops,
+            100 * gbps / m->triad_gbps,
             plain_time == plain_seconds.end()
                 ? "-"
                 : absl::StrFormat("%.3f", plain_time->second * 1e3).c_str(),
@@ -246,16 +250,20 @@ int RunCompareBench(const CompareOptions& o) {
       "# GB/s: active weight bytes in the row's format (each expert with a slot streams its "
       "packed\n"
       "#   matrices and scales once, plus shared experts and the F32 router) / time.\n"
-      "# %%roof = roofline time / time, roofline = max(FLOP / GEMM ceiling of the dtype (BF16: "
-      "the\n"
-      "#   BF16 ceiling; F32, INT8, INT4: sgemm), bytes / triad). %%sgemm, %%triad: of the "
-      "ceilings.\n"
+      "# ceil_GF, triad: the row's ceilings (GFLOP/s of its GEMM ceiling: the BF16 GEMM for "
+      "BF16\n"
+      "#   weights, sgemm for the others; GB/s of the triad), medians of the calls beside its "
+      "forwards.\n"
+      "# %%roof = roofline time / time, roofline = max(FLOP / ceil_GF, bytes / triad). %%gemm, "
+      "%%triad:\n"
+      "#   GFLOP/s / ceil_GF, GB/s / triad.\n"
       "# plain_ms: the plain reference experts (F32, MatmulNT), one forward; x_plain = plain / "
       "time.\n"
       "# err_f32: relative L2 of the output against the F32 row on the same inputs. #wrong: "
       "float64\n"
-      "#   check of %lld tokens against the values the weights stand for (INT4: and int8 "
-      "inputs).\n",
+      "#   check of %lld tokens against the values the weights stand for and the inputs as the "
+      "kernels\n"
+      "#   round them (int8 for INT4, BF16 for BF16 on avx512/amx).\n",
       static_cast<long long>(o.check_tokens));
   if (wrong > 0) {
     return Fail(absl::StrCat(wrong, " wrong results (see #wrong)"), kExitRuntimeError);

@@ -147,7 +147,8 @@ const std::vector<Command>& Commands() {
        "          [--repeats R] [--warmup W] [--steps S] [--json FILE] [--csv FILE]\n"
        "          [--trace FILE] [--sweep DIM=V1,V2,... ...] [--hold active-params|total-params]\n"
        "          [--model_ranks N] [--ep N [--placement FILE] [--skew SPEC] [--rebalance]\n"
-       "          [--timeout S]] [--weight_dtype f32|bf16|int8|int4] [--isa auto|avx2|portable]\n"
+       "          [--timeout S]] [--weight_dtype f32|bf16|int8|int4]\n"
+       "          [--isa auto|amx|avx512|avx2|portable]\n"
        "          [--compare [--weight_dtype f32,bf16,int8,int4]]",
        "Benchmark one layer on random weights and inputs, with a correctness count per row.",
        "Per token count: W warm-up forwards, then R timed ones on each of S input batches\n"

@@ -12,7 +12,7 @@ ABSL_FLAG(std::string, weight_dtype, "f32",
           "Expert weight format, packed (and quantized) at load: f32, bf16, int8 (per output "
           "channel) or int4 (groups of 32). bench --compare: a comma-separated list.");
 ABSL_FLAG(std::string, isa, "auto",
-          "CPU microkernels: auto (the best this CPU has), avx2 or portable.");
+          "CPU microkernels: auto (the best this CPU has), amx, avx512, avx2 or portable.");
 ABSL_FLAG(bool, compare, false,
           "bench: also measure OpenBLAS sgemm, oneDNN BF16 GEMM, a STREAM triad and the plain "
           "reference path in the same run, and print each row against them.");

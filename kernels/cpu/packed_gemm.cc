@@ -52,16 +52,39 @@ void QuantizeRowsInt8(const float* x, int64_t ld_x, int64_t m, int64_t k, int8_t
   }
 }
 
+GemmInput GemmInputFor(WeightFormat format, CpuIsa isa) {
+  if (format == WeightFormat::kInt4) return GemmInput::kInt8;
+  if (format == WeightFormat::kBF16 && (isa == CpuIsa::kAvx512 || isa == CpuIsa::kAmx)) {
+    return GemmInput::kBF16;
+  }
+  return GemmInput::kF32;
+}
+
+void ConvertRowsToBf16(const float* x, int64_t ld_x, int64_t m, int64_t k, uint16_t* out,
+                       int64_t ld_out) {
+  const int64_t padded = RoundUp(k, kBf16Block);
+  for (int64_t r = 0; r < m; ++r) {
+    const float* row = x + r * ld_x;
+    uint16_t* o = out + r * ld_out;
+    for (int64_t i = 0; i < k; ++i) o[i] = FloatToBf16(row[i]);
+    for (int64_t i = k; i < padded; ++i) o[i] = 0;
+  }
+}
+
 void PackedGemm(const PackedGemmParams& p) {
+  const CpuIsa isa = ActiveCpuIsa();
+  if (isa == CpuIsa::kAmx) return AmxPackedGemm(p);
+  if (isa == CpuIsa::kAvx512) return Avx512PackedGemm(p);
   const PackedMatrix& w = *p.w;
   const WeightFormat format = w.format;
   const PanelKernel kernel =
-      ActiveCpuIsa() == CpuIsa::kAvx2 ? Avx2PanelKernel(format) : PortablePanelKernel(format);
+      isa == CpuIsa::kAvx2 ? Avx2PanelKernel(format) : PortablePanelKernel(format);
   const int max_rows = MaxTileRows(format);
   const bool int4 = format == WeightFormat::kInt4;
   // Inputs a panel holds (INT4 pads k to whole groups) and its bytes per input.
   const int64_t k = int4 ? RoundUp(w.k, kInt4Group) : w.k;
-  const int64_t bytes_per_input = k > 0 ? w.panel_bytes / k : 0;
+  const int64_t bytes_per_input =
+      format == WeightFormat::kBF16 ? 32 : (k > 0 ? w.panel_bytes / k : 0);
   const int64_t input_block = InputBlock(format, p.m);
   // Decode-sized calls (at most 2 rows) take several full panels per microkernel call.
   const int group = p.m <= 2 ? TilePanels(format, static_cast<int>(p.m)) : 1;

@@ -5,16 +5,30 @@
 
 #include <cstdint>
 
+#include "kernels/cpu/cpu_isa.h"
 #include "kernels/cpu/packed_weights.h"
 
 namespace moe::kernels {
 
-// Activations quantized for the INT4 kernels: per row, symmetric int8 with one F32 scale, and
-// per row and group of 32 inputs the correction 8 * sum(q) for the weights' +8 offset.
+// The activation format a packed GEMM reads, fixed by the weight format and the ISA:
+//   kF32:  F32 rows (F32 and INT8 weights everywhere, BF16 weights on AVX2 / portable);
+//   kBF16: BF16 rows padded to kBf16Block (BF16 weights on AVX-512 and AMX: the hardware's
+//          BF16 dot products take both operands in BF16);
+//   kInt8: int8 rows with a scale per group of 32 (INT4 weights).
+enum class GemmInput { kF32, kBF16, kInt8 };
+GemmInput GemmInputFor(WeightFormat format, CpuIsa isa);
+
+// x [m, k] (row stride ld_x) to BF16 rows [m, ld_out] (round to nearest even), zero from k to
+// RoundUp(k, kBf16Block) <= ld_out.
+void ConvertRowsToBf16(const float* x, int64_t ld_x, int64_t m, int64_t k, uint16_t* out,
+                       int64_t ld_out);
+
+// Activations quantized for the INT4 kernels: symmetric int8 with one F32 scale per row and
+// group of 32 inputs, and per group the correction 8 * sum(q) for the weights' +8 offset.
 struct QuantizedRows {
   const int8_t* q = nullptr;  // [m, ld_q], inputs past k are 0; ld_q >= RoundUp(k, 32)
   int64_t ld_q = 0;
-  const float* scale = nullptr;   // [m]
+  const float* scale = nullptr;   // [m, ld_corr]
   const int32_t* corr = nullptr;  // [m, ld_corr], ld_corr >= ceil(k / 32)
   int64_t ld_corr = 0;
 };
@@ -24,9 +38,9 @@ struct QuantizedRows {
 void QuantizeRowsInt8(const float* x, int64_t ld_x, int64_t m, int64_t k, int8_t* q, int64_t ld_q,
                       float* scale, int32_t* corr, int64_t ld_corr);
 
-// C[m, columns of panels [panel_begin, panel_end)] = A . W^T (columns past W.n are not written).
-// `a` is read for kF32/kBF16/kInt8 weights, `qa` for kInt4. Single-threaded; callers split
-// panels and rows across threads.
+// C[m, columns of panels [panel_begin, panel_end)] = A . W^T (columns past W.n are not written),
+// with the microkernels of the active ISA. A is read in the GemmInputFor format: `a`, `a_bf16`
+// or `qa`. Single-threaded; callers split panels and rows across threads.
 // NOTE: each output is a sum over k in one fixed order that depends only on the weights, the
 // ISA and that output's own activation row, never on m, the panel range or other rows: results
 // are bitwise identical however the work is split.
@@ -34,6 +48,8 @@ struct PackedGemmParams {
   const PackedMatrix* w = nullptr;
   const float* a = nullptr;  // [m, w->k], row stride lda
   int64_t lda = 0;
+  const uint16_t* a_bf16 = nullptr;  // [m, ld_bf16] (ConvertRowsToBf16)
+  int64_t ld_bf16 = 0;
   QuantizedRows qa;
   int64_t m = 0;
   int64_t panel_begin = 0;
@@ -78,8 +94,15 @@ int MaxTileRows(WeightFormat format);
 // Panels per microkernel call for `rows` rows of a format (1, or more for decode rows).
 int TilePanels(WeightFormat format, int rows);
 
-// The ISA-specific microkernels (packed_gemm_avx2.cc, packed_gemm_portable.cc).
+// The ISA-specific microkernels (packed_gemm_avx2.cc, packed_gemm_portable.cc), run by
+// PackedGemm's panel loop.
 PanelKernel Avx2PanelKernel(WeightFormat format);
 PanelKernel PortablePanelKernel(WeightFormat format);
+
+// The AVX-512 and AMX GEMMs, with their own blocking (packed_gemm_avx512.cc,
+// packed_gemm_amx.cc): same contract as PackedGemm. AmxPackedGemm runs BF16 weights on AMX
+// tiles and every other format as Avx512PackedGemm does.
+void Avx512PackedGemm(const PackedGemmParams& p);
+void AmxPackedGemm(const PackedGemmParams& p);
 
 }  // namespace moe::kernels

@@ -49,12 +49,17 @@ struct F32Panel {
     *hi = _mm256_load_ps(f + 8);
   }
 };
+// BF16 pairs: the words of input pair kk / 2; an even input is the low half of each word.
 struct Bf16Panel {
   static constexpr int64_t kBytesPerInput = 32;
   MOE_INLINE static void Load(const uint8_t* p, int64_t kk, __m256* lo, __m256* hi) {
-    const __m256i w = _mm256_load_si256(reinterpret_cast<const __m256i*>(p + kk * 32));
-    *lo = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
-    *hi = _mm256_castsi256_ps(_mm256_and_si256(w, _mm256_set1_epi32(-65536)));
+    const uint8_t* pair = p + (kk >> 1) * 64;
+    const __m128i shift = _mm_cvtsi32_si128((kk & 1) != 0 ? 0 : 16);
+    const __m256i high_half = _mm256_set1_epi32(-65536);
+    const __m256i w_lo = _mm256_load_si256(reinterpret_cast<const __m256i*>(pair));
+    const __m256i w_hi = _mm256_load_si256(reinterpret_cast<const __m256i*>(pair + 32));
+    *lo = _mm256_castsi256_ps(_mm256_and_si256(_mm256_sll_epi32(w_lo, shift), high_half));
+    *hi = _mm256_castsi256_ps(_mm256_and_si256(_mm256_sll_epi32(w_hi, shift), high_half));
   }
 };
 struct Int8Panel {

@@ -12,8 +12,8 @@ float F32Weight(const uint8_t* panel, int64_t kk, int j) {
   return reinterpret_cast<const float*>(panel)[kk * 16 + j];
 }
 float Bf16Weight(const uint8_t* panel, int64_t kk, int j) {
-  const uint32_t word = reinterpret_cast<const uint32_t*>(panel)[kk * 8 + j % 8];
-  const uint32_t bits = j < 8 ? word << 16 : word & 0xffff0000u;
+  const uint32_t word = reinterpret_cast<const uint32_t*>(panel)[kk / 2 * 16 + j];
+  const uint32_t bits = kk % 2 == 0 ? word << 16 : word & 0xffff0000u;
   float x;
   std::memcpy(&x, &bits, sizeof(x));
   return x;

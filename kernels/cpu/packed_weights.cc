@@ -95,7 +95,7 @@ PackedMatrix PackMatrix(const float* w, int64_t ldw, int64_t n, int64_t k, Weigh
       m.panel_bytes = k * kPanelWidth * 4;
       break;
     case WeightFormat::kBF16:
-      m.panel_bytes = k * kPanelWidth * 2;
+      m.panel_bytes = RoundUp(k, kBf16Block) * kPanelWidth * 2;
       break;
     case WeightFormat::kInt8:
       m.panel_bytes = k * kPanelWidth;
@@ -124,11 +124,11 @@ PackedMatrix PackMatrix(const float* w, int64_t ldw, int64_t n, int64_t k, Weigh
       }
       case WeightFormat::kBF16: {
         uint32_t* words = reinterpret_cast<uint32_t*>(out);
-        for (int64_t kk = 0; kk < k; ++kk) {
-          for (int64_t j = 0; j < 8; ++j) {
-            words[kk * 8 + j] = FloatToBf16(At(w, ldw, n, k, c0 + j, kk)) |
-                                static_cast<uint32_t>(FloatToBf16(At(w, ldw, n, k, c0 + j + 8, kk)))
-                                    << 16;
+        for (int64_t i = 0; i < RoundUp(k, kBf16Block) / 2; ++i) {
+          for (int64_t j = 0; j < kPanelWidth; ++j) {
+            words[i * 16 + j] =
+                FloatToBf16(At(w, ldw, n, k, c0 + j, 2 * i)) |
+                static_cast<uint32_t>(FloatToBf16(At(w, ldw, n, k, c0 + j, 2 * i + 1))) << 16;
           }
         }
         break;
@@ -186,8 +186,8 @@ void UnpackMatrix(const PackedMatrix& m, float* out) {
           v = reinterpret_cast<const float*>(panel)[kk * 16 + j];
           break;
         case WeightFormat::kBF16: {
-          const uint32_t word = reinterpret_cast<const uint32_t*>(panel)[kk * 8 + j % 8];
-          v = Bf16ToFloat(static_cast<uint16_t>(j < 8 ? word & 0xffffu : word >> 16));
+          const uint32_t word = reinterpret_cast<const uint32_t*>(panel)[kk / 2 * 16 + j];
+          v = Bf16ToFloat(static_cast<uint16_t>(kk % 2 == 0 ? word & 0xffffu : word >> 16));
           break;
         }
         case WeightFormat::kInt8:

@@ -27,11 +27,15 @@ inline int64_t RoundUp(int64_t a, int64_t b) { return CeilDiv(a, b) * b; }
 inline constexpr int64_t kPanelWidth = 16;
 // Inputs per INT4 scale group.
 inline constexpr int64_t kInt4Group = 32;
+// BF16 panels (and BF16 activation rows) pad k to a multiple of this.
+inline constexpr int64_t kBf16Block = 32;
 
 // One weight matrix W [n, k] (Hugging Face layout [out, in]) packed as ceil(n / 16) panels of
 // 16 outputs; outputs past n are zero. Per panel, k-major:
 //   kF32:  [k][16] float
-//   kBF16: [k][8] uint32, word j = bf16(col j) | bf16(col j + 8) << 16 (round to nearest even)
+//   kBF16: [RoundUp(k, 32) / 2][16] uint32: word (i, col) = bf16(W[col, 2i]) |
+//          bf16(W[col, 2i + 1]) << 16 (round to nearest even); inputs past k are zero. A block of
+//          32 inputs is 1 KiB, the layout of an AMX B tile and of AVX-512 BF16 dot products.
 //   kInt8: [k][16] int8 q, W ~= q * scales[col], scales = max|W[col, :]| / 127
 //   kInt4: [ceil(k / 32) * 4][2 halves][32] bytes: per 8 inputs k0..k0+7 and 8 columns
 //          c0..c0+7 (half h: c0 = 8h), byte 4 * c + i = (q[k0 + i] + 8) | (q[k0 + 4 + i] + 8) << 4,

@@ -35,33 +35,34 @@ double Nmse(const std::vector<float>& x, const std::vector<double>& y) {
   return den == 0 ? num : num / den;
 }
 
-// The ISAs this CPU runs, each set in turn.
+// The ISAs this CPU runs, each set in turn (the ones it lacks are not listed: see
+// CpuIsaTest.ReportsWhatThisCpuRuns for what was detected).
 std::vector<std::string> Isas() {
-  std::vector<std::string> isas = {"portable"};
-  if (DetectedCpuIsa() == CpuIsa::kAvx2) isas.push_back("avx2");
+  std::vector<std::string> isas;
+  for (CpuIsa isa : RunnableCpuIsas()) isas.emplace_back(CpuIsaName(isa));
   return isas;
 }
 
 struct Problem {
-  std::vector<float> a;  // [m, k]
-  std::vector<float> w;  // [n, k]
+  std::vector<float> a;          // [m, k]
+  std::vector<float> w;          // [n, k]
+  std::vector<uint16_t> a_bf16;  // [m, ld_bf16]
   std::vector<int8_t> q;
   std::vector<float> scale;
   std::vector<int32_t> corr;
-  int64_t m, n, k, ld_q, groups;
+  int64_t m, n, k, ld_bf16, ld_q, groups;
 };
 
 Problem MakeProblem(int64_t m, int64_t n, int64_t k, uint64_t seed) {
-  Problem p{Random(static_cast<size_t>(m * k), seed),
-            Random(static_cast<size_t>(n * k), seed + 1),
-            {},
-            {},
-            {},
-            m,
-            n,
-            k,
-            0,
-            0};
+  Problem p;
+  p.a = Random(static_cast<size_t>(m * k), seed);
+  p.w = Random(static_cast<size_t>(n * k), seed + 1);
+  p.m = m;
+  p.n = n;
+  p.k = k;
+  p.ld_bf16 = RoundUp(k, kBf16Block);
+  p.a_bf16.resize(static_cast<size_t>(m * p.ld_bf16));
+  ConvertRowsToBf16(p.a.data(), k, m, k, p.a_bf16.data(), p.ld_bf16);
   p.groups = (k + kInt4Group - 1) / kInt4Group;
   p.ld_q = p.groups * kInt4Group;
   p.q.resize(static_cast<size_t>(m * p.ld_q));
@@ -72,33 +73,45 @@ Problem MakeProblem(int64_t m, int64_t n, int64_t k, uint64_t seed) {
   return p;
 }
 
+// The GEMM of rows [row, row + rows) of p over panels [panel_begin, panel_end) into c.
+void RunRows(const Problem& p, const PackedMatrix& w, int64_t row, int64_t rows,
+             int64_t panel_begin, int64_t panel_end, float* c, int64_t ldc) {
+  PackedGemm({.w = &w,
+              .a = p.a.data() + row * p.k,
+              .lda = p.k,
+              .a_bf16 = p.a_bf16.data() + row * p.ld_bf16,
+              .ld_bf16 = p.ld_bf16,
+              .qa = {p.q.data() + row * p.ld_q, p.ld_q, p.scale.data() + row * p.groups,
+                     p.corr.data() + row * p.groups, p.groups},
+              .m = rows,
+              .panel_begin = panel_begin,
+              .panel_end = panel_end,
+              .c = c,
+              .ldc = ldc});
+}
+
 // C over every panel, with the output poisoned first.
 std::vector<float> RunGemm(const Problem& p, const PackedMatrix& w, int64_t ldc) {
   std::vector<float> c(static_cast<size_t>(p.m * ldc), NAN);
-  PackedGemm({.w = &w,
-              .a = p.a.data(),
-              .lda = p.k,
-              .qa = {p.q.data(), p.ld_q, p.scale.data(), p.corr.data(), p.groups},
-              .m = p.m,
-              .panel_begin = 0,
-              .panel_end = w.num_panels,
-              .c = c.data(),
-              .ldc = ldc});
+  RunRows(p, w, 0, p.m, 0, w.num_panels, c.data(), ldc);
   return c;
 }
 
-// float64 A . W^T with W the packed values (and, for INT4, A as its int8 steps).
+// float64 A . W^T with W the packed values and A as the kernels read it (int8 steps for INT4,
+// BF16 where the ISA's BF16 kernels take BF16 activations).
 std::vector<double> Reference(const Problem& p, const PackedMatrix& w) {
   std::vector<float> values(static_cast<size_t>(p.n * p.k));
   UnpackMatrix(w, values.data());
+  const GemmInput input = GemmInputFor(w.format, ActiveCpuIsa());
   std::vector<double> ref(static_cast<size_t>(p.m * p.n));
   for (int64_t i = 0; i < p.m; ++i) {
     for (int64_t j = 0; j < p.n; ++j) {
       double sum = 0;
       for (int64_t kk = 0; kk < p.k; ++kk) {
-        const double x = w.format == WeightFormat::kInt4
-                             ? static_cast<double>(p.q[i * p.ld_q + kk]) *
-                                   p.scale[i * p.groups + kk / kInt4Group]
+        const double x = input == GemmInput::kInt8 ? static_cast<double>(p.q[i * p.ld_q + kk]) *
+                                                         p.scale[i * p.groups + kk / kInt4Group]
+                         : input == GemmInput::kBF16
+                             ? double{Bf16ToFloat(p.a_bf16[i * p.ld_bf16 + kk])}
                              : double{p.a[i * p.k + kk]};
         sum += x * values[j * p.k + kk];
       }
@@ -122,6 +135,8 @@ TEST_P(PackedGemmTest, MatchesFloat64OnThePackedValuesAtOddSizes) {
                                                                            {6, 5, 2049},
                                                                            {2, 17, 0},
                                                                            {1, 80, 100},
+                                                                           {40, 50, 300},
+                                                                           {33, 130, 520},
                                                                            {2, 100, 33}}) {
     const Problem p = MakeProblem(m, n, k, static_cast<uint64_t>(m * 1000 + n * 10 + k));
     for (WeightFormat f : kFormats) {
@@ -146,24 +161,16 @@ TEST_P(PackedGemmTest, MatchesFloat64OnThePackedValuesAtOddSizes) {
 }
 
 TEST_P(PackedGemmTest, RowsDoNotDependOnTheRowCountOrThePanelSplit) {
-  const Problem p = MakeProblem(11, 64, 300, 7);
+  const Problem p = MakeProblem(37, 160, 300, 7);
   for (WeightFormat f : kFormats) {
     const PackedMatrix w = PackMatrix(p.w.data(), p.k, p.n, p.k, f);
     const std::vector<float> all = RunGemm(p, w, p.n);
-    // Rows alone and in pairs over every panel (the decode tiles of several panels each).
-    for (int64_t rows : {1, 2}) {
+    // Rows alone, in pairs (the decode tiles of several panels each), in fives (a partial
+    // AVX-512 tile) and in seventeens (a full and a one-row AMX tile).
+    for (int64_t rows : {1, 2, 5, 17}) {
       for (int64_t i = 0; i + rows <= p.m; i += rows) {
         std::vector<float> c(static_cast<size_t>(rows * p.n));
-        PackedGemm({.w = &w,
-                    .a = p.a.data() + i * p.k,
-                    .lda = p.k,
-                    .qa = {p.q.data() + i * p.ld_q, p.ld_q, p.scale.data() + i * p.groups,
-                           p.corr.data() + i * p.groups, p.groups},
-                    .m = rows,
-                    .panel_begin = 0,
-                    .panel_end = w.num_panels,
-                    .c = c.data(),
-                    .ldc = p.n});
+        RunRows(p, w, i, rows, 0, w.num_panels, c.data(), p.n);
         for (int64_t j = 0; j < rows * p.n; ++j) {
           ASSERT_EQ(c[static_cast<size_t>(j)], all[static_cast<size_t>(i * p.n + j)])
               << WeightFormatName(f) << " rows " << rows << " at " << i << " element " << j;
@@ -174,16 +181,7 @@ TEST_P(PackedGemmTest, RowsDoNotDependOnTheRowCountOrThePanelSplit) {
       // Row i alone, one panel at a time.
       for (int64_t panel = 0; panel < w.num_panels; ++panel) {
         float c[16];
-        PackedGemm({.w = &w,
-                    .a = p.a.data() + i * p.k,
-                    .lda = p.k,
-                    .qa = {p.q.data() + i * p.ld_q, p.ld_q, p.scale.data() + i * p.groups,
-                           p.corr.data() + i * p.groups, p.groups},
-                    .m = 1,
-                    .panel_begin = panel,
-                    .panel_end = panel + 1,
-                    .c = c,
-                    .ldc = 16});
+        RunRows(p, w, i, 1, panel, panel + 1, c, 16);
         for (int j = 0; j < 16; ++j) {
           ASSERT_EQ(c[j], all[static_cast<size_t>(i * p.n + panel * 16 + j)])
               << WeightFormatName(f) << " row " << i << " column " << panel * 16 + j;

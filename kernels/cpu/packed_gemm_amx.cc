@@ -1,0 +1,210 @@
+// AMX kernels for the packed GEMM (this file alone is built with the AMX and AVX-512 flags):
+// BF16 weights times BF16 activations on tiles; other formats run the AVX-512 kernels.
+//
+// A 32-input block of a BF16 panel is exactly an AMX B tile (16 rows of input pairs x 16
+// outputs, 1 KiB) and a block of 16 BF16 activation rows an A tile, so the kernel loads both in
+// place. Tiles: up to 2 row tiles x 2 panels of F32 accumulators (C), their A and B tiles; each
+// output sums its inputs in order, 32 at a time (TDPBF16PS), over the whole of k in the tile,
+// so a row's result does not depend on the other rows or on how the work is split.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/cpu/packed_gemm.h"
+
+namespace moe::kernels {
+namespace {
+
+// The 64-byte tile configuration (palette 1).
+struct alignas(64) TileConfig {
+  uint8_t palette = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// Tile registers (macros: the AMX intrinsics paste the register number into the instruction).
+// C(i, j) = row tile i, panel j.
+#define MOE_TILE_C00 0
+#define MOE_TILE_C01 1
+#define MOE_TILE_C10 2
+#define MOE_TILE_C11 3
+#define MOE_TILE_A0 4
+#define MOE_TILE_A1 5
+#define MOE_TILE_B0 6
+#define MOE_TILE_B1 7
+constexpr int kC00 = MOE_TILE_C00, kC01 = MOE_TILE_C01, kC10 = MOE_TILE_C10,
+              kC11 = MOE_TILE_C11, kA0 = MOE_TILE_A0, kA1 = MOE_TILE_A1, kB0 = MOE_TILE_B0,
+              kB1 = MOE_TILE_B1;
+
+// Loads the configuration for row tiles of rows0 and rows1 rows (rows1 = 0: one row tile),
+// unless `current` says it is loaded already.
+// NOTE: the configuration is loaded afresh in every AmxPackedGemm call and released at its end:
+// other AMX code on the thread (oneDNN in `moe bench --compare`) configures tiles too.
+void Configure(int rows0, int rows1, int* current) {
+  const int key = rows0 * 32 + rows1;
+  if (key == *current) return;
+  TileConfig cfg;
+  for (int t : {kC00, kC01, kA0}) {
+    cfg.rows[t] = static_cast<uint8_t>(rows0);
+    cfg.colsb[t] = 64;
+  }
+  if (rows1 > 0) {
+    for (int t : {kC10, kC11, kA1}) {
+      cfg.rows[t] = static_cast<uint8_t>(rows1);
+      cfg.colsb[t] = 64;
+    }
+  }
+  for (int t : {kB0, kB1}) {
+    cfg.rows[t] = 16;
+    cfg.colsb[t] = 64;
+  }
+  _tile_loadconfig(&cfg);
+  *current = key;
+}
+
+struct AmxCall {
+  const uint16_t* a = nullptr;  // row 0 of the first row tile, input 0
+  int64_t lda_bytes = 0;
+  int64_t a_tile_bytes = 0;       // bytes from row tile 0 to row tile 1 (16 rows)
+  const uint8_t* panel = nullptr;  // first panel, input 0
+  int64_t panel_stride = 0;
+  int64_t blocks = 0;  // 32-input blocks
+  float* c = nullptr;  // row 0, column 0 of the first panel
+  int64_t ldc = 0;
+  int rows[2] = {0, 0};  // rows of each row tile (0: absent)
+  int cols[2] = {0, 0};  // valid outputs of each panel (0: absent)
+  // Prefetching: `ahead` streams the call's own panels 4 KiB ahead (their first pass);
+  // `next_lines` lines of `next` per input block are prefetched (the panels the call after this
+  // one streams, spread over this call's blocks; T0: measured faster than T1 here).
+  bool ahead = false;
+  const uint8_t* next = nullptr;
+  int64_t next_lines = 0;
+};
+
+// Copies the first `rows` rows and `cols` columns of a 16 x 16 scratch tile to c.
+inline void CopyOut(const float* scratch, float* c, int64_t ldc, int rows, int cols) {
+  for (int r = 0; r < rows; ++r) {
+    std::memcpy(c + r * ldc, scratch + r * 16, static_cast<size_t>(cols) * sizeof(float));
+  }
+}
+
+// Stores C tile `tile` (rows x 16) to c: in place when all 16 columns are valid, else through a
+// scratch tile.
+#define MOE_STORE_C(tile, c, ldc, rows, cols)                               \
+  do {                                                                      \
+    if ((cols) == 16) {                                                     \
+      _tile_stored(tile, (c), (ldc) * static_cast<int64_t>(sizeof(float))); \
+    } else {                                                                \
+      alignas(64) float scratch[16 * 16];                                   \
+      _tile_stored(tile, scratch, 64);                                      \
+      CopyOut(scratch, (c), (ldc), (rows), (cols));                         \
+    }                                                                       \
+  } while (0)
+
+// MT row tiles x NT panels over every input block.
+template <int MT, int NT>
+void Run(const AmxCall& k) {
+  _tile_zero(MOE_TILE_C00);
+  if constexpr (NT == 2) _tile_zero(MOE_TILE_C01);
+  if constexpr (MT == 2) _tile_zero(MOE_TILE_C10);
+  if constexpr (MT == 2 && NT == 2) _tile_zero(MOE_TILE_C11);
+  const uint8_t* a0 = reinterpret_cast<const uint8_t*>(k.a);
+  const uint8_t* a1 = a0 + k.a_tile_bytes;
+  const uint8_t* b0 = k.panel;
+  const uint8_t* b1 = k.panel + k.panel_stride;
+  for (int64_t blk = 0; blk < k.blocks; ++blk) {
+    const int64_t a_off = blk * 64;
+    const int64_t b_off = blk * 1024;
+    if (k.ahead) {
+      _mm_prefetch(reinterpret_cast<const char*>(b0 + b_off + 4096), _MM_HINT_T0);
+      if constexpr (NT == 2) {
+        _mm_prefetch(reinterpret_cast<const char*>(b1 + b_off + 4096), _MM_HINT_T0);
+      }
+    }
+    if (k.next != nullptr) {
+      const uint8_t* line = k.next + blk * k.next_lines * 64;
+      for (int64_t i = 0; i < k.next_lines; ++i) {
+        _mm_prefetch(reinterpret_cast<const char*>(line + i * 64), _MM_HINT_T0);
+      }
+    }
+    _tile_loadd(MOE_TILE_A0, a0 + a_off, k.lda_bytes);
+    _tile_loadd(MOE_TILE_B0, b0 + b_off, 64);
+    _tile_dpbf16ps(MOE_TILE_C00, MOE_TILE_A0, MOE_TILE_B0);
+    if constexpr (NT == 2) {
+      _tile_loadd(MOE_TILE_B1, b1 + b_off, 64);
+      _tile_dpbf16ps(MOE_TILE_C01, MOE_TILE_A0, MOE_TILE_B1);
+    }
+    if constexpr (MT == 2) {
+      _tile_loadd(MOE_TILE_A1, a1 + a_off, k.lda_bytes);
+      _tile_dpbf16ps(MOE_TILE_C10, MOE_TILE_A1, MOE_TILE_B0);
+      if constexpr (NT == 2) _tile_dpbf16ps(MOE_TILE_C11, MOE_TILE_A1, MOE_TILE_B1);
+    }
+  }
+  MOE_STORE_C(MOE_TILE_C00, k.c, k.ldc, k.rows[0], k.cols[0]);
+  if constexpr (NT == 2) MOE_STORE_C(MOE_TILE_C01, k.c + 16, k.ldc, k.rows[0], k.cols[1]);
+  if constexpr (MT == 2) {
+    float* c1 = k.c + 16 * k.ldc;
+    MOE_STORE_C(MOE_TILE_C10, c1, k.ldc, k.rows[1], k.cols[0]);
+    if constexpr (NT == 2) MOE_STORE_C(MOE_TILE_C11, c1 + 16, k.ldc, k.rows[1], k.cols[1]);
+  }
+}
+
+}  // namespace
+
+void AmxPackedGemm(const PackedGemmParams& p) {
+  const PackedMatrix& w = *p.w;
+  if (w.format != WeightFormat::kBF16) return Avx512PackedGemm(p);
+  AmxCall k;
+  k.lda_bytes = p.ld_bf16 * 2;
+  k.a_tile_bytes = 16 * k.lda_bytes;
+  k.panel_stride = w.panel_bytes;
+  k.blocks = RoundUp(w.k, kBf16Block) / kBf16Block;
+  k.ldc = p.ldc;
+  if (k.blocks == 0) {  // no inputs: zeros
+    for (int64_t r = 0; r < p.m; ++r) {
+      const int64_t c0 = p.panel_begin * kPanelWidth;
+      const int64_t c1 = std::min(w.n, p.panel_end * kPanelWidth);
+      std::fill(p.c + r * p.ldc, p.c + r * p.ldc + (c1 - c0), 0.0f);
+    }
+    return;
+  }
+  int config = -1;
+  const int64_t row_pairs = CeilDiv(p.m, 32);
+  for (int64_t panel = p.panel_begin; panel < p.panel_end; panel += 2) {
+    const int panels = panel + 1 < p.panel_end ? 2 : 1;
+    k.panel = w.panel(panel);
+    for (int j = 0; j < 2; ++j) {
+      k.cols[j] = j < panels ? static_cast<int>(std::min<int64_t>(16, w.n - (panel + j) * 16)) : 0;
+    }
+    // The next pair of panels (contiguous after these), spread over every block of every row
+    // pair of this one.
+    const int64_t next_panels = std::min<int64_t>(2, p.panel_end - panel - panels);
+    const int64_t next_lines_total = next_panels * w.panel_bytes / 64;
+    const int64_t next_lines = CeilDiv(next_lines_total, row_pairs * k.blocks);
+    for (int64_t r0 = 0; r0 < p.m; r0 += 32) {
+      // NOTE: the prefetch cursor may run past the next panels by less than one block's share;
+      // prefetches never fault.
+      k.ahead = panel == p.panel_begin && r0 == 0;
+      k.next = next_panels > 0 ? w.panel(panel + panels) + (r0 / 32) * k.blocks * next_lines * 64
+                               : nullptr;
+      k.next_lines = next_lines;
+      k.rows[0] = static_cast<int>(std::min<int64_t>(16, p.m - r0));
+      k.rows[1] = static_cast<int>(std::clamp<int64_t>(p.m - r0 - 16, 0, 16));
+      Configure(k.rows[0], k.rows[1], &config);
+      k.a = p.a_bf16 + r0 * p.ld_bf16;
+      k.c = p.c + r0 * p.ldc + (panel - p.panel_begin) * kPanelWidth;
+      if (k.rows[1] > 0) {
+        panels == 2 ? Run<2, 2>(k) : Run<2, 1>(k);
+      } else {
+        panels == 2 ? Run<1, 2>(k) : Run<1, 1>(k);
+      }
+    }
+  }
+  _tile_release();
+}
+
+}  // namespace moe::kernels

@@ -1,0 +1,346 @@
+// AVX-512 microkernels for the packed GEMM and their blocking (this file alone is built with the
+// AVX-512 F/BW/VL/DQ, BF16 and VNNI flags). A tile is up to R rows x P panels: R * P zmm
+// accumulators of 16 outputs, P panel vectors loaded per input and one broadcast per row.
+//   F32:  FMA, each output a single chain over k in order (bitwise equal to the AVX2 kernels).
+//   BF16: VDPBF16PS on BF16 activations, one input pair per step.
+//   INT8: the int8 weights widened to F32 in registers, FMA, the column scales at the end.
+//   INT4: VPDPBUSD of the offset nibbles (0..15) with int8 activations per group of 32, then
+//         corrected, converted and scaled into F32 as the AVX2 kernel does (bitwise equal).
+// NOTE: GCC 12's AVX-512 headers start some conversions from _mm512_undefined_*(), which
+// -Wmaybe-uninitialized reports once inlined here.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "kernels/cpu/packed_gemm.h"
+
+namespace moe::kernels {
+namespace {
+
+#define MOE_INLINE inline __attribute__((always_inline))
+
+// Bytes ahead of the current input that each panel stream prefetches (the hardware prefetcher
+// follows the streams after that; this covers the start of each).
+constexpr int64_t kPrefetchBytes = 1024;
+constexpr int kMaxRows = 8;
+constexpr int kMaxPanels = 8;
+
+// One microkernel call: rows x panels of outputs over inputs [k0, k0 + kc).
+struct Tile {
+  const float* a = nullptr;  // kF32 input: row 0, input 0
+  int64_t lda = 0;
+  const uint16_t* a16 = nullptr;  // kBF16 input: row 0, input 0
+  int64_t ld16 = 0;
+  const int8_t* qa = nullptr;  // kInt8 input: row 0, input 0
+  int64_t ld_q = 0;
+  const float* a_scale = nullptr;  // row 0, group 0; row stride ld_corr
+  const int32_t* corr = nullptr;
+  int64_t ld_corr = 0;
+  const uint8_t* panel = nullptr;  // the first panel of the tile, input 0
+  int64_t panel_stride = 0;        // bytes between panels
+  const float* scales = nullptr;   // the first panel's scales
+  int64_t scale_stride = 0;        // floats between panels
+  int64_t k0 = 0;
+  int64_t kc = 0;
+  float* c = nullptr;  // row 0, the first panel's column 0
+  int64_t ldc = 0;
+  __mmask16 last_mask = 0xffff;  // valid outputs of the last panel
+  bool first = true;             // start from 0, else add to c
+  bool last = true;              // apply column scales (INT8)
+  bool prefetch = false;         // prefetch ahead in every panel stream
+};
+using Kernel = void (*)(const Tile&);
+
+MOE_INLINE __mmask16 PanelMask(const Tile& t, int p, int panels) {
+  return p == panels - 1 ? t.last_mask : __mmask16{0xffff};
+}
+
+template <int R, int P>
+MOE_INLINE void LoadAccumulators(const Tile& t, __m512 (&acc)[R][P]) {
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 8
+    for (int p = 0; p < P; ++p) {
+      acc[r][p] = t.first ? _mm512_setzero_ps()
+                          : _mm512_maskz_loadu_ps(PanelMask(t, p, P), t.c + r * t.ldc + p * 16);
+    }
+  }
+}
+
+template <int R, int P>
+MOE_INLINE void StoreAccumulators(const Tile& t, __m512 (&acc)[R][P], bool column_scales) {
+#pragma GCC unroll 8
+  for (int p = 0; p < P; ++p) {
+    if (column_scales && t.last) {
+      const __m512 s = _mm512_loadu_ps(t.scales + p * t.scale_stride);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) acc[r][p] = _mm512_mul_ps(acc[r][p], s);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      _mm512_mask_storeu_ps(t.c + r * t.ldc + p * 16, PanelMask(t, p, P), acc[r][p]);
+    }
+  }
+}
+
+MOE_INLINE void Prefetch(const uint8_t* p) {
+  _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes), _MM_HINT_T0);
+}
+
+// F32 and INT8 weights with F32 activations: 16 outputs of panel p at input kk.
+struct F32Weights {
+  static constexpr int64_t kBytesPerInput = 64;
+  static constexpr bool kColumnScales = false;
+  MOE_INLINE static __m512 Load(const uint8_t* panel, int64_t kk) {
+    return _mm512_load_ps(reinterpret_cast<const float*>(panel) + kk * 16);
+  }
+};
+struct Int8Weights {
+  static constexpr int64_t kBytesPerInput = 16;
+  static constexpr bool kColumnScales = true;
+  MOE_INLINE static __m512 Load(const uint8_t* panel, int64_t kk) {
+    const __m128i q = _mm_load_si128(reinterpret_cast<const __m128i*>(panel + kk * 16));
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q));
+  }
+};
+
+template <class W, int R, int P>
+struct FloatTile {
+  static void Run(const Tile& t) {
+    __m512 acc[R][P];
+    LoadAccumulators<R, P>(t, acc);
+    const float* a[R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) a[r] = t.a + r * t.lda + t.k0;
+    const uint8_t* w = t.panel + t.k0 * W::kBytesPerInput;
+    const int64_t stride = t.panel_stride;
+    // Inputs per 64-byte line of one panel stream: prefetch once per line.
+    constexpr int64_t kLineMask = 64 / W::kBytesPerInput - 1;
+    for (int64_t kk = 0; kk < t.kc; ++kk) {
+      __m512 wv[P];
+#pragma GCC unroll 8
+      for (int p = 0; p < P; ++p) wv[p] = W::Load(w + p * stride, kk);
+      if (t.prefetch && (kk & kLineMask) == 0) {
+#pragma GCC unroll 8
+        for (int p = 0; p < P; ++p) Prefetch(w + p * stride + kk * W::kBytesPerInput);
+      }
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const __m512 x = _mm512_set1_ps(a[r][kk]);
+#pragma GCC unroll 8
+        for (int p = 0; p < P; ++p) acc[r][p] = _mm512_fmadd_ps(x, wv[p], acc[r][p]);
+      }
+    }
+    StoreAccumulators<R, P>(t, acc, W::kColumnScales);
+  }
+};
+template <int R, int P>
+using F32Tile = FloatTile<F32Weights, R, P>;
+template <int R, int P>
+using Int8Tile = FloatTile<Int8Weights, R, P>;
+
+MOE_INLINE __m512i Broadcast32(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, sizeof(v));
+  return _mm512_set1_epi32(v);
+}
+
+// BF16 weights (input pairs, 64 bytes per pair and panel) with BF16 activations.
+template <int R, int P>
+struct Bf16Tile {
+  static void Run(const Tile& t) {
+    __m512 acc[R][P];
+    LoadAccumulators<R, P>(t, acc);
+    const uint16_t* a[R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) a[r] = t.a16 + r * t.ld16 + t.k0;
+    const uint8_t* w = t.panel + t.k0 * 32;
+    const int64_t stride = t.panel_stride;
+    const int64_t pairs = t.kc / 2;
+    for (int64_t i = 0; i < pairs; ++i) {
+      __m512i wv[P];
+#pragma GCC unroll 8
+      for (int p = 0; p < P; ++p) {
+        wv[p] = _mm512_load_si512(reinterpret_cast<const __m512i*>(w + p * stride + i * 64));
+      }
+      if (t.prefetch) {
+#pragma GCC unroll 8
+        for (int p = 0; p < P; ++p) Prefetch(w + p * stride + i * 64);
+      }
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const __m512bh x = (__m512bh)Broadcast32(a[r] + 2 * i);
+#pragma GCC unroll 8
+        for (int p = 0; p < P; ++p) acc[r][p] = _mm512_dpbf16_ps(acc[r][p], x, (__m512bh)wv[p]);
+      }
+    }
+    StoreAccumulators<R, P>(t, acc, false);
+  }
+};
+
+// INT4 weights with int8 activations, one group of 32 inputs at a time.
+template <int R, int P>
+struct Int4Tile {
+  static void Run(const Tile& t) {
+    __m512 acc[R][P];
+    LoadAccumulators<R, P>(t, acc);
+    const __m512i nibble = _mm512_set1_epi8(0x0f);
+    const int64_t g0 = t.k0 / kInt4Group;
+    const int64_t groups = t.kc / kInt4Group;
+    const int64_t stride = t.panel_stride;
+    for (int64_t g = g0; g < g0 + groups; ++g) {
+      __m512i sum[R][P];
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 8
+        for (int p = 0; p < P; ++p) sum[r][p] = _mm512_setzero_si512();
+      }
+#pragma GCC unroll 4
+      for (int octet = 0; octet < 4; ++octet) {
+        __m512i lo[P], hi[P];
+#pragma GCC unroll 8
+        for (int p = 0; p < P; ++p) {
+          const uint8_t* bytes = t.panel + p * stride + (g * 4 + octet) * 64;
+          if (t.prefetch) Prefetch(bytes);
+          const __m512i v = _mm512_load_si512(reinterpret_cast<const __m512i*>(bytes));
+          lo[p] = _mm512_and_si512(v, nibble);
+          hi[p] = _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble);
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) {
+          const int8_t* a = t.qa + r * t.ld_q + g * kInt4Group + octet * 8;
+          const __m512i x_lo = Broadcast32(a);
+          const __m512i x_hi = Broadcast32(a + 4);
+#pragma GCC unroll 8
+          for (int p = 0; p < P; ++p) {
+            sum[r][p] = _mm512_dpbusd_epi32(sum[r][p], lo[p], x_lo);
+            sum[r][p] = _mm512_dpbusd_epi32(sum[r][p], hi[p], x_hi);
+          }
+        }
+      }
+      __m512 s[P];
+#pragma GCC unroll 8
+      for (int p = 0; p < P; ++p) s[p] = _mm512_loadu_ps(t.scales + p * t.scale_stride + g * 16);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const __m512i corr = _mm512_set1_epi32(t.corr[r * t.ld_corr + g]);
+        const __m512 a_scale = _mm512_set1_ps(t.a_scale[r * t.ld_corr + g]);
+#pragma GCC unroll 8
+        for (int p = 0; p < P; ++p) {
+          const __m512 d = _mm512_cvtepi32_ps(_mm512_sub_epi32(sum[r][p], corr));
+          acc[r][p] = _mm512_fmadd_ps(d, _mm512_mul_ps(s[p], a_scale), acc[r][p]);
+        }
+      }
+    }
+    StoreAccumulators<R, P>(t, acc, false);
+  }
+};
+
+// Kernel tables [rows][panels], filled for 1..kMaxRows x 1..kMaxPanels.
+using KernelTable = Kernel[kMaxRows + 1][kMaxPanels + 1];
+
+template <template <int, int> class K, int R, int... Ps>
+void FillRow(Kernel* row, std::integer_sequence<int, Ps...>) {
+  ((row[Ps + 1] = &K<R, Ps + 1>::Run), ...);
+}
+template <template <int, int> class K, int... Rs>
+void FillTable(KernelTable& table, std::integer_sequence<int, Rs...>) {
+  (FillRow<K, Rs + 1>(table[Rs + 1], std::make_integer_sequence<int, kMaxPanels>()), ...);
+}
+template <template <int, int> class K>
+struct Table {
+  KernelTable kernels = {};
+  Table() { FillTable<K>(kernels, std::make_integer_sequence<int, kMaxRows>()); }
+};
+
+// The tile shape and input block for a format and row count.
+struct Blocking {
+  int rows;
+  int panels;
+  int64_t input_block;  // inputs per microkernel call (a multiple of 32)
+};
+
+Blocking BlockingFor(WeightFormat format, int64_t m) {
+  constexpr int64_t kWhole = int64_t{1} << 40;
+  if (format == WeightFormat::kInt4) {
+    if (m == 1) return {1, 4, kWhole};
+    if (m == 2) return {2, 4, kWhole};
+    return {4, 2, kWhole};
+  }
+  if (m == 1) return {1, 8, kWhole};
+  if (m == 2) return {2, 8, kWhole};
+  if (m <= 4) return {static_cast<int>(m), 4, kWhole};
+  return {6, 4, 256};
+}
+
+const KernelTable& TableFor(WeightFormat format) {
+  static const Table<F32Tile> f32;
+  static const Table<Bf16Tile> bf16;
+  static const Table<Int8Tile> int8;
+  static const Table<Int4Tile> int4;
+  switch (format) {
+    case WeightFormat::kBF16:
+      return bf16.kernels;
+    case WeightFormat::kInt8:
+      return int8.kernels;
+    case WeightFormat::kInt4:
+      return int4.kernels;
+    case WeightFormat::kF32:
+      break;
+  }
+  return f32.kernels;
+}
+
+}  // namespace
+
+void Avx512PackedGemm(const PackedGemmParams& p) {
+  const PackedMatrix& w = *p.w;
+  const WeightFormat format = w.format;
+  const KernelTable& kernels = TableFor(format);
+  const Blocking b = BlockingFor(format, p.m);
+  // Inputs the kernels step over: BF16 and INT4 run over the zero-padded blocks.
+  const int64_t k = format == WeightFormat::kBF16   ? RoundUp(w.k, kBf16Block)
+                    : format == WeightFormat::kInt4 ? RoundUp(w.k, kInt4Group)
+                                                    : w.k;
+  Tile t;
+  t.lda = p.lda;
+  t.ld16 = p.ld_bf16;
+  t.ld_q = p.qa.ld_q;
+  t.ld_corr = p.qa.ld_corr;
+  t.panel_stride = w.panel_bytes;
+  t.scale_stride = w.panel_scales;
+  t.ldc = p.ldc;
+  for (int64_t panel = p.panel_begin; panel < p.panel_end; panel += b.panels) {
+    const int panels = static_cast<int>(std::min<int64_t>(b.panels, p.panel_end - panel));
+    const int64_t last_cols = std::min<int64_t>(kPanelWidth, w.n - (panel + panels - 1) * 16);
+    t.last_mask = static_cast<__mmask16>((1u << last_cols) - 1);
+    t.panel = w.panel(panel);
+    t.scales = w.panel_scale(panel);
+    for (int64_t k0 = 0; k0 < k || k0 == 0; k0 += b.input_block) {
+      t.k0 = k0;
+      t.kc = std::min(b.input_block, k - k0);
+      t.first = k0 == 0;
+      t.last = k0 + b.input_block >= k;
+      for (int64_t r0 = 0; r0 < p.m; r0 += b.rows) {
+        const int rows = static_cast<int>(std::min<int64_t>(b.rows, p.m - r0));
+        t.prefetch = r0 == 0;
+        t.c = p.c + r0 * p.ldc + (panel - p.panel_begin) * kPanelWidth;
+        if (p.a != nullptr) t.a = p.a + r0 * p.lda;
+        if (p.a_bf16 != nullptr) t.a16 = p.a_bf16 + r0 * p.ld_bf16;
+        if (p.qa.q != nullptr) {
+          t.qa = p.qa.q + r0 * p.qa.ld_q;
+          t.a_scale = p.qa.scale + r0 * p.qa.ld_corr;
+          t.corr = p.qa.corr + r0 * p.qa.ld_corr;
+        }
+        kernels[rows][panels](t);
+      }
+      if (k == 0) break;
+    }
+  }
+}
+
+}  // namespace moe::kernels
