@@ -52,12 +52,14 @@ class ExpertWorkspace {
     int64_t panel_begin;
     int64_t panel_end;
   };
-  std::vector<float> hidden_;         // [max_rows, d_ff]: the activation's output
-  std::vector<uint16_t> bf16_;        // BF16: [max_rows, RoundUp(max(d_model, d_ff), 32)]
-  std::vector<int8_t> quantized_;     // INT4: [max_rows, RoundUp(max(d_model, d_ff), 32)]
+  // Row strides (elements) of the buffers below: padded past their widths (see RowStride).
+  int64_t ld_hidden_ = 0, ld_bf16_ = 0, ld_int8_ = 0, ld_tile_ = 0;
+  std::vector<float> hidden_;         // [max_rows, ld_hidden_ >= d_ff]: the activation's output
+  std::vector<uint16_t> bf16_;        // BF16 inputs: [max_rows, ld_bf16_ >= max(d_model, d_ff)]
+  std::vector<int8_t> quantized_;     // INT4 inputs: [max_rows, ld_int8_ >= max(d_model, d_ff)]
   std::vector<float> row_scales_;     // INT4: [max_rows, groups]
   std::vector<int32_t> corrections_;  // INT4: [max_rows, groups]
-  std::vector<float> tiles_;          // per thread: gate and up tiles
+  std::vector<float> tiles_;          // per thread: the up projection's tile [kRowTile, ld_tile_]
   std::vector<Item> items_;
   int64_t tile_floats_ = 0;  // floats of one thread's tiles
   int num_threads_ = 0;

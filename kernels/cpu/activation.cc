@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "kernels/cpu/cpu_isa.h"
+
 namespace moe::kernels {
 namespace {
 
@@ -24,6 +26,10 @@ void ApplyActivation(ActivationKind kind, float* x, int64_t n) {
 }
 
 void ApplyGatedActivation(ActivationKind kind, float* gate, const float* up, int64_t n) {
+  if (kind == ActivationKind::kSilu &&
+      static_cast<int>(ActiveCpuIsa()) >= static_cast<int>(CpuIsa::kAvx512)) {
+    return Avx512SiluGated(gate, up, n);
+  }
   for (int64_t i = 0; i < n; ++i) gate[i] = Act(kind, gate[i]) * up[i];
 }
 

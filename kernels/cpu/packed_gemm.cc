@@ -62,6 +62,9 @@ GemmInput GemmInputFor(WeightFormat format, CpuIsa isa) {
 
 void ConvertRowsToBf16(const float* x, int64_t ld_x, int64_t m, int64_t k, uint16_t* out,
                        int64_t ld_out) {
+  if (static_cast<int>(DetectedCpuIsa()) >= static_cast<int>(CpuIsa::kAvx512)) {
+    return Avx512ConvertRowsToBf16(x, ld_x, m, k, out, ld_out);
+  }
   const int64_t padded = RoundUp(k, kBf16Block);
   for (int64_t r = 0; r < m; ++r) {
     const float* row = x + r * ld_x;

@@ -18,8 +18,8 @@ namespace moe::kernels {
 enum class GemmInput { kF32, kBF16, kInt8 };
 GemmInput GemmInputFor(WeightFormat format, CpuIsa isa);
 
-// x [m, k] (row stride ld_x) to BF16 rows [m, ld_out] (round to nearest even), zero from k to
-// RoundUp(k, kBf16Block) <= ld_out.
+// x [m, k] (row stride ld_x) to BF16 rows [m, ld_out] (FloatToBf16: round to nearest even),
+// zero from k to RoundUp(k, kBf16Block) <= ld_out. AVX-512 when the CPU has it.
 void ConvertRowsToBf16(const float* x, int64_t ld_x, int64_t m, int64_t k, uint16_t* out,
                        int64_t ld_out);
 
@@ -104,5 +104,8 @@ PanelKernel PortablePanelKernel(WeightFormat format);
 // tiles and every other format as Avx512PackedGemm does.
 void Avx512PackedGemm(const PackedGemmParams& p);
 void AmxPackedGemm(const PackedGemmParams& p);
+// ConvertRowsToBf16 with AVX-512 (bitwise the same result).
+void Avx512ConvertRowsToBf16(const float* x, int64_t ld_x, int64_t m, int64_t k, uint16_t* out,
+                             int64_t ld_out);
 
 }  // namespace moe::kernels

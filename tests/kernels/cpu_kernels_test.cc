@@ -5,6 +5,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/cpu/activation.h"
+#include "kernels/cpu/cpu_isa.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/topk.h"
 
@@ -107,6 +108,45 @@ TEST(ActivationTest, MatchesDefinitions) {
   ApplyGatedActivation(ActivationKind::kSilu, gate.data(), up.data(), 2);
   EXPECT_NEAR(gate[0], 2 / (1 + std::exp(-1.0)), 1e-6);
   EXPECT_NEAR(gate[1], 3 * -1 / (1 + std::exp(1.0)), 1e-6);
+}
+
+// SwiGLU on every ISA this CPU has (AVX-512 runs its own exp) against float64, over the whole
+// useful range, the saturating ends, zero, infinities and NaN, at a length with a partial
+// vector.
+TEST(ActivationTest, SwigluIsWithinAFewUlpOfFloat64OnEveryIsa) {
+  std::vector<float> x;
+  for (float v = -110.0f; v <= 110.0f; v += 0.0137f) x.push_back(v);
+  for (float v : {0.0f, -0.0f, 1e-30f, -1e-30f, 88.7f, -88.7f, 200.0f, -200.0f, INFINITY,
+                  -INFINITY, NAN}) {
+    x.push_back(v);
+  }
+  for (CpuIsa isa : RunnableCpuIsas()) {
+    ASSERT_TRUE(SetCpuIsa(CpuIsaName(isa)).ok());
+    std::vector<float> gate = x;
+    std::vector<float> up(x.size(), 1.5f);
+    ApplyGatedActivation(ActivationKind::kSilu, gate.data(), up.data(),
+                         static_cast<int64_t>(gate.size()));
+    for (size_t i = 0; i < x.size(); ++i) {
+      const double v = x[i];
+      const double want = v / (1 + std::exp(-v)) * 1.5;
+      if (v == -INFINITY) {  // -inf / inf: NaN on every ISA (the limit would be 0)
+        EXPECT_TRUE(std::isnan(gate[i])) << CpuIsaName(isa);
+        continue;
+      }
+      if (std::isnan(v)) {
+        EXPECT_TRUE(std::isnan(gate[i])) << CpuIsaName(isa);
+        continue;
+      }
+      if (std::isinf(want)) {
+        EXPECT_EQ(gate[i], want) << CpuIsaName(isa);
+        continue;
+      }
+      // 4 ulp of the result, or 1e-35 absolute where exp(-x) overflows (x < -88.7).
+      const double tol = std::max(4 * std::abs(want) * 0x1p-23, 1e-35);
+      EXPECT_NEAR(gate[i], want, tol) << CpuIsaName(isa) << " x = " << v;
+    }
+  }
+  ASSERT_TRUE(SetCpuIsa("auto").ok());
 }
 
 }  // namespace

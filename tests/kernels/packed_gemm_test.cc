@@ -218,6 +218,23 @@ TEST(PackedWeightsTest, Bf16RoundsToNearestEvenAndKeepsNan) {
   EXPECT_TRUE(std::isnan(Bf16ToFloat(FloatToBf16(NAN))));
 }
 
+TEST(PackedWeightsTest, Bf16RowsRoundEveryValueAsFloatToBf16AndPadWithZeros) {
+  // Halfway cases, NaN, infinities, denormals, signed zero, and N(0, 1) values; 37 inputs per
+  // row (a partial vector and padding to 64).
+  std::vector<float> x = Random(3 * 37, 11);
+  const float specials[] = {1.00390625f, 1.01171875f, -1.00390625f, NAN, -NAN, INFINITY,
+                            -INFINITY,   1e-40f,      -3e-39f,      0.0f, -0.0f, 3.4e38f};
+  for (size_t i = 0; i < std::size(specials); ++i) x[i * 3] = specials[i];
+  std::vector<uint16_t> out(3 * 64, 0xffff);
+  ConvertRowsToBf16(x.data(), 37, 3, 37, out.data(), 64);
+  for (int64_t r = 0; r < 3; ++r) {
+    for (int64_t i = 0; i < 64; ++i) {
+      const uint16_t want = i < 37 ? FloatToBf16(x[r * 37 + i]) : uint16_t{0};
+      ASSERT_EQ(out[r * 64 + i], want) << "row " << r << " input " << i;
+    }
+  }
+}
+
 TEST(PackedWeightsTest, Int4ValuesAreScaledIntegersInMinus8To7) {
   const std::vector<float> w = Random(3 * 64, 9);
   const PackedMatrix m = PackMatrix(w.data(), 64, 3, 64, WeightFormat::kInt4);
