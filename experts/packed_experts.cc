@@ -19,11 +19,12 @@ using kernels::kPanelWidth;
 using kernels::RoundUp;
 using kernels::WeightFormat;
 
-// Rows per work item at most (a multiple of every microkernel's row count): an expert's rows are
-// split into the fewest tiles of at most this many, of nearly equal size, so that its weights
-// stream from memory as few times as possible and no tile is a small remainder. Panels per
-// item: the item's slice of activation rows (96 x 256 inputs) and a panel's stay in cache.
-constexpr int64_t kRowTile = 96;
+// Rows per work item at most: an expert's rows are split into the fewest tiles of at most this
+// many, of nearly equal size (multiples of 32, the AMX row-tile pair), so that its weights
+// stream from memory as few times as possible (each item streams its panels once) and no tile
+// is a small remainder. Panels per item: 32 (512 outputs), the weights an item streams per row
+// tile while its rows stay in L2.
+constexpr int64_t kRowTile = 256;
 constexpr int64_t kPanelsPerItem = 32;
 
 // Row stride (elements) for rows of `n` elements of `bytes` each: at least RoundUp(n, 32), and
@@ -131,7 +132,7 @@ absl::Status RunPackedExperts(const PackedExperts& x, const ExpertBatch& batch,
     for (int64_t e = 0; e < x.num_experts; ++e) {
       const int64_t rows = batch.offsets[e + 1] - batch.offsets[e];
       const int64_t tiles = CeilDiv(rows, kRowTile);
-      const int64_t tile = tiles == 0 ? 0 : RoundUp(CeilDiv(rows, tiles), 6);
+      const int64_t tile = tiles == 0 ? 0 : RoundUp(CeilDiv(rows, tiles), 32);
       for (int64_t r = batch.offsets[e]; r < batch.offsets[e + 1]; r += tile) {
         for (int64_t p = 0; p < panels; p += kPanelsPerItem) {
           ws->items_.push_back({e, r, std::min(r + tile, batch.offsets[e + 1]), p,
@@ -172,14 +173,15 @@ absl::Status RunPackedExperts(const PackedExperts& x, const ExpertBatch& batch,
   const auto gemm = [&](const kernels::PackedMatrix& w, const float* a, int64_t lda,
                         const Item& item, float* c, int64_t ldc) {
     const int64_t r = item.row_begin;
-    kernels::PackedGemmParams params{.w = &w,
-                                     .a = a + r * lda,
-                                     .lda = lda,
-                                     .m = item.row_end - r,
-                                     .panel_begin = item.panel_begin,
-                                     .panel_end = item.panel_end,
-                                     .c = c,
-                                     .ldc = ldc};
+    kernels::PackedGemmParams params;
+    params.w = &w;
+    params.a = a + r * lda;
+    params.lda = lda;
+    params.m = item.row_end - r;
+    params.panel_begin = item.panel_begin;
+    params.panel_end = item.panel_end;
+    params.c = c;
+    params.ldc = ldc;
     if (input == kernels::GemmInput::kBF16) {
       params.a_bf16 = ws->bf16_.data() + r * ld_bf16;
       params.ld_bf16 = ld_bf16;

@@ -14,8 +14,8 @@ inline __m512 Exp(__m512 y) {
   const __m512 ln2_hi = _mm512_set1_ps(0.693145751953125f);
   const __m512 ln2_lo = _mm512_set1_ps(1.428606765330187045e-06f);
   y = _mm512_max_ps(_mm512_min_ps(y, _mm512_set1_ps(100.0f)), _mm512_set1_ps(-110.0f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(y, log2e),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 n =
+      _mm512_roundscale_ps(_mm512_mul_ps(y, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(n, ln2_hi, y);
   r = _mm512_fnmadd_ps(n, ln2_lo, r);
   __m512 p = _mm512_set1_ps(1.0f / 5040);

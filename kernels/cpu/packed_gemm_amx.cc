@@ -36,9 +36,8 @@ struct alignas(64) TileConfig {
 #define MOE_TILE_A1 5
 #define MOE_TILE_B0 6
 #define MOE_TILE_B1 7
-constexpr int kC00 = MOE_TILE_C00, kC01 = MOE_TILE_C01, kC10 = MOE_TILE_C10,
-              kC11 = MOE_TILE_C11, kA0 = MOE_TILE_A0, kA1 = MOE_TILE_A1, kB0 = MOE_TILE_B0,
-              kB1 = MOE_TILE_B1;
+constexpr int kC00 = MOE_TILE_C00, kC01 = MOE_TILE_C01, kC10 = MOE_TILE_C10, kC11 = MOE_TILE_C11,
+              kA0 = MOE_TILE_A0, kA1 = MOE_TILE_A1, kB0 = MOE_TILE_B0, kB1 = MOE_TILE_B1;
 
 // Loads the configuration for row tiles of rows0 and rows1 rows (rows1 = 0: one row tile),
 // unless `current` says it is loaded already.
@@ -69,7 +68,7 @@ void Configure(int rows0, int rows1, int* current) {
 struct AmxCall {
   const uint16_t* a = nullptr;  // row 0 of the first row tile, input 0
   int64_t lda_bytes = 0;
-  int64_t a_tile_bytes = 0;       // bytes from row tile 0 to row tile 1 (16 rows)
+  int64_t a_tile_bytes = 0;        // bytes from row tile 0 to row tile 1 (16 rows)
   const uint8_t* panel = nullptr;  // first panel, input 0
   int64_t panel_stride = 0;
   int64_t blocks = 0;  // 32-input blocks
@@ -182,13 +181,16 @@ void AmxPackedGemm(const PackedGemmParams& p) {
     }
     // The next pair of panels (contiguous after these), spread over every block of every row
     // pair of this one.
-    const int64_t next_panels = std::min<int64_t>(2, p.panel_end - panel - panels);
+    // Only when several row pairs share the panels: panels streamed by one row pair are
+    // prefetched ahead in their own streams (measured faster, as for AVX-512 decode).
+    const int64_t next_panels =
+        row_pairs > 1 ? std::min<int64_t>(2, p.panel_end - panel - panels) : 0;
     const int64_t next_lines_total = next_panels * w.panel_bytes / 64;
     const int64_t next_lines = CeilDiv(next_lines_total, row_pairs * k.blocks);
     for (int64_t r0 = 0; r0 < p.m; r0 += 32) {
       // NOTE: the prefetch cursor may run past the next panels by less than one block's share;
       // prefetches never fault.
-      k.ahead = panel == p.panel_begin && r0 == 0;
+      k.ahead = row_pairs == 1 || (panel == p.panel_begin && r0 == 0);
       k.next = next_panels > 0 ? w.panel(panel + panels) + (r0 / 32) * k.blocks * next_lines * 64
                                : nullptr;
       k.next_lines = next_lines;

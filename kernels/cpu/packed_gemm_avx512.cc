@@ -68,7 +68,10 @@ using Kernel = void (*)(const Tile&);
 class NextSliceCursor {
  public:
   explicit MOE_INLINE NextSliceCursor(const Tile& t)
-      : base_(t.next_base), stride_(t.next_stride), chunk_(t.next_chunk), lines_(t.next_lines),
+      : base_(t.next_base),
+        stride_(t.next_stride),
+        chunk_(t.next_chunk),
+        lines_(t.next_lines),
         panels_(t.next_panels) {
     if (base_ == nullptr || chunk_ <= 0) {
       panel_ = panels_;
@@ -364,9 +367,9 @@ void Avx512ConvertRowsToBf16(const float* x, int64_t ld_x, int64_t m, int64_t k,
     const float* row = x + r * ld_x;
     uint16_t* o = out + r * ld_out;
     for (int64_t i = 0; i < padded; i += 16) {
-      const __mmask16 valid =
-          i + 16 <= k ? __mmask16{0xffff}
-                      : static_cast<__mmask16>(i < k ? (1u << (k - i)) - 1 : 0u);
+      const __mmask16 valid = i + 16 <= k
+                                  ? __mmask16{0xffff}
+                                  : static_cast<__mmask16>(i < k ? (1u << (k - i)) - 1 : 0u);
       const __m512i bits = _mm512_castps_si512(_mm512_maskz_loadu_ps(valid, row + i));
       const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), one);
       __m512i b = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(bits, round), lsb), 16);
@@ -429,7 +432,8 @@ void Avx512PackedGemm(const PackedGemmParams& p) {
         t.next_chunk = std::min(b.input_block, k - k0 - b.input_block) * bytes_per_input;
       } else if (panel + b.panels < p.panel_end) {
         t.next_base = w.panel(panel + b.panels);
-        t.next_panels = static_cast<int>(std::min<int64_t>(b.panels, p.panel_end - panel - b.panels));
+        t.next_panels =
+            static_cast<int>(std::min<int64_t>(b.panels, p.panel_end - panel - b.panels));
         t.next_chunk = std::min(b.input_block, k) * bytes_per_input;
       }
       t.next_stride = w.panel_bytes;

@@ -116,8 +116,8 @@ TEST(ActivationTest, MatchesDefinitions) {
 TEST(ActivationTest, SwigluIsWithinAFewUlpOfFloat64OnEveryIsa) {
   std::vector<float> x;
   for (float v = -110.0f; v <= 110.0f; v += 0.0137f) x.push_back(v);
-  for (float v : {0.0f, -0.0f, 1e-30f, -1e-30f, 88.7f, -88.7f, 200.0f, -200.0f, INFINITY,
-                  -INFINITY, NAN}) {
+  for (float v :
+       {0.0f, -0.0f, 1e-30f, -1e-30f, 88.7f, -88.7f, 200.0f, -200.0f, INFINITY, -INFINITY, NAN}) {
     x.push_back(v);
   }
   for (CpuIsa isa : RunnableCpuIsas()) {

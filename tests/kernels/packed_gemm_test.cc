@@ -222,7 +222,7 @@ TEST(PackedWeightsTest, Bf16RowsRoundEveryValueAsFloatToBf16AndPadWithZeros) {
   // Halfway cases, NaN, infinities, denormals, signed zero, and N(0, 1) values; 37 inputs per
   // row (a partial vector and padding to 64).
   std::vector<float> x = Random(3 * 37, 11);
-  const float specials[] = {1.00390625f, 1.01171875f, -1.00390625f, NAN, -NAN, INFINITY,
+  const float specials[] = {1.00390625f, 1.01171875f, -1.00390625f, NAN,  -NAN,  INFINITY,
                             -INFINITY,   1e-40f,      -3e-39f,      0.0f, -0.0f, 3.4e38f};
   for (size_t i = 0; i < std::size(specials); ++i) x[i * 3] = specials[i];
   std::vector<uint16_t> out(3 * 64, 0xffff);
