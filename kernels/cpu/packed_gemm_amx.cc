@@ -80,6 +80,9 @@ struct AmxCall {
   // `next_lines` lines of `next` per input block are prefetched (the panels the call after this
   // one streams, spread over this call's blocks; T0: measured faster than T1 here).
   bool ahead = false;
+  // Row tiles that reuse the panels (compute-bound): the A and B tiles two blocks ahead are
+  // prefetched into L1, so that the tile loads hit L1 instead of L2.
+  bool l1_ahead = false;
   const uint8_t* next = nullptr;
   int64_t next_lines = 0;
 };
@@ -128,6 +131,20 @@ void Run(const AmxCall& k) {
       const uint8_t* line = k.next + blk * k.next_lines * 64;
       for (int64_t i = 0; i < k.next_lines; ++i) {
         _mm_prefetch(reinterpret_cast<const char*>(line + i * 64), _MM_HINT_T0);
+      }
+    }
+    if (k.l1_ahead && blk + 2 < k.blocks) {
+      for (int r = 0; r < 16; ++r) {
+        _mm_prefetch(reinterpret_cast<const char*>(a0 + a_off + 128 + r * k.lda_bytes),
+                     _MM_HINT_T0);
+        if constexpr (MT == 2) {
+          _mm_prefetch(reinterpret_cast<const char*>(a1 + a_off + 128 + r * k.lda_bytes),
+                       _MM_HINT_T0);
+        }
+        _mm_prefetch(reinterpret_cast<const char*>(b0 + b_off + 2048 + r * 64), _MM_HINT_T0);
+        if constexpr (NT == 2) {
+          _mm_prefetch(reinterpret_cast<const char*>(b1 + b_off + 2048 + r * 64), _MM_HINT_T0);
+        }
       }
     }
     _tile_loadd(MOE_TILE_A0, a0 + a_off, k.lda_bytes);
@@ -191,6 +208,7 @@ void AmxPackedGemm(const PackedGemmParams& p) {
       // NOTE: the prefetch cursor may run past the next panels by less than one block's share;
       // prefetches never fault.
       k.ahead = row_pairs == 1 || (panel == p.panel_begin && r0 == 0);
+      k.l1_ahead = row_pairs > 1;
       k.next = next_panels > 0 ? w.panel(panel + panels) + (r0 / 32) * k.blocks * next_lines * 64
                                : nullptr;
       k.next_lines = next_lines;
