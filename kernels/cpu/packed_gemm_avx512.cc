@@ -48,10 +48,15 @@ struct Tile {
   int64_t kc = 0;
   float* c = nullptr;  // row 0, the first panel's column 0
   int64_t ldc = 0;
-  __mmask16 last_mask = 0xffff;  // valid outputs of the last panel
-  bool first = true;             // start from 0, else add to c
-  bool last = true;              // apply column scales (INT8)
-  bool prefetch = false;         // prefetch ahead in every panel stream
+  __mmask16 last_mask = 0xffff;        // valid outputs of the last panel
+  bool first = true;                   // start from 0, else add to c
+  bool last = true;                    // apply column scales (INT8)
+  bool prefetch = false;               // prefetch ahead in every panel stream
+  int64_t bytes_per_input = 0;         // of a panel
+  int64_t slice_bytes = 0;             // bytes of each panel in this call: kc inputs
+  int wrap_panels = 0;                 // panels of the next tile whose streams continue this one's
+  const uint8_t* wrap_base = nullptr;  // the next tile's first panel, input 0
+  int64_t wrap_stride = 0;             // bytes between its panels
   // The weights the calls after this one stream (the next slice), prefetched `next_lines`
   // lines per inner step starting at line `next_line`, so that memory stays busy while later
   // row blocks reuse the current slice from the caches. next_base null: none.
@@ -136,8 +141,20 @@ MOE_INLINE void StoreAccumulators(const Tile& t, __m512 (&acc)[R][P], bool colum
   }
 }
 
-MOE_INLINE void Prefetch(const uint8_t* p) {
-  _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes), _MM_HINT_T0);
+// Prefetches kPrefetchBytes ahead of byte `offset` of panel p's slice in a tile of P panels.
+// Past the end of the slice, the stream continues into the same stream of the next tile (its
+// panel p, from input 0: t.wrap_base) when t.wrap_panels says it exists: decode tiles then
+// stream without a cold start at each panel group.
+template <int P>
+MOE_INLINE void Prefetch(const Tile& t, int p, int64_t offset) {
+  const int64_t ahead = offset + kPrefetchBytes;
+  const uint8_t* address = nullptr;
+  if (ahead < t.slice_bytes) {
+    address = t.panel + p * t.panel_stride + t.k0 * t.bytes_per_input + ahead;
+  } else if (p < t.wrap_panels) {
+    address = t.wrap_base + p * t.wrap_stride + (ahead - t.slice_bytes);
+  }
+  if (address != nullptr) _mm_prefetch(reinterpret_cast<const char*>(address), _MM_HINT_T0);
 }
 
 // F32 and INT8 weights with F32 activations: 16 outputs of panel p at input kk.
@@ -177,7 +194,7 @@ struct FloatTile {
       for (int p = 0; p < P; ++p) wv[p] = W::Load(w + p * stride, kk);
       if (t.prefetch && (kk & kLineMask) == 0) {
 #pragma GCC unroll 8
-        for (int p = 0; p < P; ++p) Prefetch(w + p * stride + kk * W::kBytesPerInput);
+        for (int p = 0; p < P; ++p) Prefetch<P>(t, p, kk * W::kBytesPerInput);
       }
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
@@ -222,7 +239,7 @@ struct Bf16Tile {
       }
       if (t.prefetch) {
 #pragma GCC unroll 8
-        for (int p = 0; p < P; ++p) Prefetch(w + p * stride + i * 64);
+        for (int p = 0; p < P; ++p) Prefetch<P>(t, p, i * 64);
       }
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
@@ -260,7 +277,7 @@ struct Int4Tile {
 #pragma GCC unroll 8
         for (int p = 0; p < P; ++p) {
           const uint8_t* bytes = t.panel + p * stride + (g * 4 + octet) * 64;
-          if (t.prefetch) Prefetch(bytes);
+          if (t.prefetch) Prefetch<P>(t, p, ((g - g0) * 4 + octet) * 64);
           const __m512i v = _mm512_load_si512(reinterpret_cast<const __m512i*>(bytes));
           lo[p] = _mm512_and_si512(v, nibble);
           hi[p] = _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble);
@@ -402,6 +419,7 @@ void Avx512PackedGemm(const PackedGemmParams& p) {
                                   : format == WeightFormat::kBF16 ? 32
                                   : format == WeightFormat::kInt8 ? 16
                                                                   : 8;
+  t.bytes_per_input = bytes_per_input;
   const int64_t inputs_per_step = format == WeightFormat::kBF16   ? 2
                                   : format == WeightFormat::kInt4 ? 8
                                                                   : 1;
@@ -420,6 +438,15 @@ void Avx512PackedGemm(const PackedGemmParams& p) {
       t.kc = std::min(b.input_block, k - k0);
       t.first = k0 == 0;
       t.last = k0 + b.input_block >= k;
+      t.slice_bytes = t.kc * bytes_per_input;
+      // Decode (one row block over all of k): the streams run on into the next tile's panels
+      // (measured 7% faster Mixtral decode).
+      t.wrap_panels = 0;
+      if (row_blocks == 1 && t.last && t.first && panel + panels < p.panel_end) {
+        t.wrap_panels = static_cast<int>(std::min<int64_t>(p.panel_end - panel - panels, panels));
+        t.wrap_base = w.panel(panel + panels);
+        t.wrap_stride = w.panel_bytes;
+      }
       // The slice after this one: the next input block of these panels, else the first of the
       // next panels. Only when several row blocks share a slice: a slice streamed by one row
       // block is prefetched ahead in its own streams (measured faster for decode).
