@@ -92,9 +92,7 @@ ExpertWeights UnpackExperts(const PackedExperts& p) {
 }
 
 void ExpertWorkspace::Reserve(const PackedExperts& x, int64_t max_rows, int num_threads) {
-  const auto grow = [](auto& v, int64_t size) {
-    if (static_cast<int64_t>(v.size()) < size) v.resize(static_cast<size_t>(size));
-  };
+  const auto grow = [](auto& buffer, int64_t size) { buffer.Reserve(size); };
   const int64_t width = std::max(x.d_model, x.d_ff);
   ld_hidden_ = RowStride(x.d_ff, sizeof(float));
   ld_bf16_ = RowStride(width, sizeof(uint16_t));

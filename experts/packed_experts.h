@@ -11,6 +11,7 @@
 #include "experts/expert_bank.h"
 #include "experts/expert_weights.h"
 #include "kernels/cpu/packed_weights.h"
+#include "moe/base/scratch_buffer.h"
 
 namespace moe::experts {
 
@@ -54,12 +55,12 @@ class ExpertWorkspace {
   };
   // Row strides (elements) of the buffers below: padded past their widths (see RowStride).
   int64_t ld_hidden_ = 0, ld_bf16_ = 0, ld_int8_ = 0, ld_tile_ = 0;
-  std::vector<float> hidden_;         // [max_rows, ld_hidden_ >= d_ff]: the activation's output
-  std::vector<uint16_t> bf16_;        // BF16 inputs: [max_rows, ld_bf16_ >= max(d_model, d_ff)]
-  std::vector<int8_t> quantized_;     // INT4 inputs: [max_rows, ld_int8_ >= max(d_model, d_ff)]
-  std::vector<float> row_scales_;     // INT4: [max_rows, groups]
-  std::vector<int32_t> corrections_;  // INT4: [max_rows, groups]
-  std::vector<float> tiles_;          // per thread: the up projection's tile [kRowTile, ld_tile_]
+  ScratchBuffer<float> hidden_;         // [max_rows, ld_hidden_ >= d_ff]: the activation's output
+  ScratchBuffer<uint16_t> bf16_;        // BF16 inputs: [max_rows, ld_bf16_ >= max(d_model, d_ff)]
+  ScratchBuffer<int8_t> quantized_;     // INT4 inputs: [max_rows, ld_int8_ >= max(d_model, d_ff)]
+  ScratchBuffer<float> row_scales_;     // INT4: [max_rows, groups]
+  ScratchBuffer<int32_t> corrections_;  // INT4: [max_rows, groups]
+  ScratchBuffer<float> tiles_;  // per thread: the up projection's tile [kRowTile, ld_tile_]
   std::vector<Item> items_;
   int64_t tile_floats_ = 0;  // floats of one thread's tiles
   int num_threads_ = 0;
