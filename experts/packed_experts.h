@@ -60,7 +60,7 @@ class ExpertWorkspace {
   ScratchBuffer<int8_t> quantized_;     // INT4 inputs: [max_rows, ld_int8_ >= max(d_model, d_ff)]
   ScratchBuffer<float> row_scales_;     // INT4: [max_rows, groups]
   ScratchBuffer<int32_t> corrections_;  // INT4: [max_rows, groups]
-  ScratchBuffer<float> tiles_;  // per thread: the up projection's tile [kRowTile, ld_tile_]
+  ScratchBuffer<float> tiles_;          // per thread: the up projection's tile [kRowTile, ld_tile_]
   std::vector<Item> items_;
   int64_t tile_floats_ = 0;  // floats of one thread's tiles
   int num_threads_ = 0;

@@ -76,6 +76,7 @@ struct AmxCall {
   int64_t ldc = 0;
   int rows[2] = {0, 0};  // rows of each row tile (0: absent)
   int cols[2] = {0, 0};  // valid outputs of each panel (0: absent)
+  bool first = true;     // start from zero, else from the partial sums in c (16 valid columns)
   // Prefetching: `ahead` streams the call's own panels 4 KiB ahead (their first pass);
   // `next_lines` lines of `next` per input block are prefetched (the panels the call after this
   // one streams, spread over this call's blocks; T0: measured faster than T1 here).
@@ -83,8 +84,8 @@ struct AmxCall {
   // Row tiles that reuse the panels (compute-bound): the A and B tiles two blocks ahead are
   // prefetched into L1, so that the tile loads hit L1 instead of L2.
   bool l1_ahead = false;
-  const uint8_t* next = nullptr;
-  int64_t next_lines = 0;
+  const uint8_t* next[2] = {nullptr, nullptr};  // the next slice of each panel (null: none)
+  int64_t next_lines = 0;                       // lines of each per block
 };
 
 // Copies the first `rows` rows and `cols` columns of a 16 x 16 scratch tile to c.
@@ -110,10 +111,18 @@ inline void CopyOut(const float* scratch, float* c, int64_t ldc, int rows, int c
 // MT row tiles x NT panels over every input block.
 template <int MT, int NT>
 void Run(const AmxCall& k) {
-  _tile_zero(MOE_TILE_C00);
-  if constexpr (NT == 2) _tile_zero(MOE_TILE_C01);
-  if constexpr (MT == 2) _tile_zero(MOE_TILE_C10);
-  if constexpr (MT == 2 && NT == 2) _tile_zero(MOE_TILE_C11);
+  if (k.first) {
+    _tile_zero(MOE_TILE_C00);
+    if constexpr (NT == 2) _tile_zero(MOE_TILE_C01);
+    if constexpr (MT == 2) _tile_zero(MOE_TILE_C10);
+    if constexpr (MT == 2 && NT == 2) _tile_zero(MOE_TILE_C11);
+  } else {
+    const int64_t stride = k.ldc * static_cast<int64_t>(sizeof(float));
+    _tile_loadd(MOE_TILE_C00, k.c, stride);
+    if constexpr (NT == 2) _tile_loadd(MOE_TILE_C01, k.c + 16, stride);
+    if constexpr (MT == 2) _tile_loadd(MOE_TILE_C10, k.c + 16 * k.ldc, stride);
+    if constexpr (MT == 2 && NT == 2) _tile_loadd(MOE_TILE_C11, k.c + 16 * k.ldc + 16, stride);
+  }
   const uint8_t* a0 = reinterpret_cast<const uint8_t*>(k.a);
   const uint8_t* a1 = a0 + k.a_tile_bytes;
   const uint8_t* b0 = k.panel;
@@ -127,8 +136,9 @@ void Run(const AmxCall& k) {
         _mm_prefetch(reinterpret_cast<const char*>(b1 + b_off + 4096), _MM_HINT_T0);
       }
     }
-    if (k.next != nullptr) {
-      const uint8_t* line = k.next + blk * k.next_lines * 64;
+    for (const uint8_t* next : k.next) {
+      if (next == nullptr) continue;
+      const uint8_t* line = next + blk * k.next_lines * 64;
       for (int64_t i = 0; i < k.next_lines; ++i) {
         _mm_prefetch(reinterpret_cast<const char*>(line + i * 64), _MM_HINT_T0);
       }
@@ -178,9 +188,9 @@ void AmxPackedGemm(const PackedGemmParams& p) {
   k.lda_bytes = p.ld_bf16 * 2;
   k.a_tile_bytes = 16 * k.lda_bytes;
   k.panel_stride = w.panel_bytes;
-  k.blocks = RoundUp(w.k, kBf16Block) / kBf16Block;
+  const int64_t blocks = RoundUp(w.k, kBf16Block) / kBf16Block;
   k.ldc = p.ldc;
-  if (k.blocks == 0) {  // no inputs: zeros
+  if (blocks == 0) {  // no inputs: zeros
     for (int64_t r = 0; r < p.m; ++r) {
       const int64_t c0 = p.panel_begin * kPanelWidth;
       const int64_t c1 = std::min(w.n, p.panel_end * kPanelWidth);
@@ -190,37 +200,61 @@ void AmxPackedGemm(const PackedGemmParams& p) {
   }
   int config = -1;
   const int64_t row_pairs = CeilDiv(p.m, 32);
+  // Inputs per pass: all of k when the rows' BF16 inputs and a panel pair fit in about 1.5 MiB
+  // of the 2 MiB L2, else equal chunks that do (the partial sums wait in c between chunks), so
+  // that every row pair after the first finds its inputs in L2 (Mixtral's down projection,
+  // k = 14336, at 128 rows: 3.5 MiB of inputs).
+  const int64_t budget_blocks =
+      std::max<int64_t>(16, (int64_t{3} << 19) / (2 * p.m * kBf16Block + 2 * 1024));
+  const int64_t chunk_blocks = CeilDiv(blocks, CeilDiv(blocks, budget_blocks));
   for (int64_t panel = p.panel_begin; panel < p.panel_end; panel += 2) {
     const int panels = panel + 1 < p.panel_end ? 2 : 1;
-    k.panel = w.panel(panel);
     for (int j = 0; j < 2; ++j) {
       k.cols[j] = j < panels ? static_cast<int>(std::min<int64_t>(16, w.n - (panel + j) * 16)) : 0;
     }
-    // The next pair of panels (contiguous after these), spread over every block of every row
-    // pair of this one.
-    // Only when several row pairs share the panels: panels streamed by one row pair are
-    // prefetched ahead in their own streams (measured faster, as for AVX-512 decode).
-    const int64_t next_panels =
-        row_pairs > 1 ? std::min<int64_t>(2, p.panel_end - panel - panels) : 0;
-    const int64_t next_lines_total = next_panels * w.panel_bytes / 64;
-    const int64_t next_lines = CeilDiv(next_lines_total, row_pairs * k.blocks);
-    for (int64_t r0 = 0; r0 < p.m; r0 += 32) {
-      // NOTE: the prefetch cursor may run past the next panels by less than one block's share;
-      // prefetches never fault.
-      k.ahead = row_pairs == 1 || (panel == p.panel_begin && r0 == 0);
-      k.l1_ahead = row_pairs > 1;
-      k.next = next_panels > 0 ? w.panel(panel + panels) + (r0 / 32) * k.blocks * next_lines * 64
-                               : nullptr;
-      k.next_lines = next_lines;
-      k.rows[0] = static_cast<int>(std::min<int64_t>(16, p.m - r0));
-      k.rows[1] = static_cast<int>(std::clamp<int64_t>(p.m - r0 - 16, 0, 16));
-      Configure(k.rows[0], k.rows[1], &config);
-      k.a = p.a_bf16 + r0 * p.ld_bf16;
-      k.c = p.c + r0 * p.ldc + (panel - p.panel_begin) * kPanelWidth;
-      if (k.rows[1] > 0) {
-        panels == 2 ? Run<2, 2>(k) : Run<2, 1>(k);
-      } else {
-        panels == 2 ? Run<1, 2>(k) : Run<1, 1>(k);
+    // Partial sums are kept in c, which has 16 columns per panel only when they are all valid.
+    const bool full = k.cols[0] == 16 && (panels == 1 || k.cols[1] == 16);
+    const int64_t chunk = full ? std::min(chunk_blocks, blocks) : blocks;
+    for (int64_t b0 = 0; b0 < blocks; b0 += chunk) {
+      k.blocks = std::min(chunk, blocks - b0);
+      k.first = b0 == 0;
+      k.panel = w.panel(panel) + b0 * 1024;
+      // The slice after this one (the next chunk of these panels, else the first of the next
+      // pair), spread over every block of every row pair of this one; only when several row
+      // pairs share the panels: panels streamed by one row pair are prefetched ahead in their
+      // own streams (measured faster, as for AVX-512 decode).
+      k.next[0] = k.next[1] = nullptr;
+      int64_t next_blocks = 0;
+      if (row_pairs > 1 && b0 + chunk < blocks) {
+        next_blocks = std::min(chunk, blocks - b0 - chunk);
+        for (int j = 0; j < panels; ++j) k.next[j] = w.panel(panel + j) + (b0 + chunk) * 1024;
+      } else if (row_pairs > 1 && panel + panels < p.panel_end) {
+        next_blocks = std::min(chunk_blocks, blocks);
+        for (int j = 0; j < 2 && panel + panels + j < p.panel_end; ++j) {
+          k.next[j] = w.panel(panel + panels + j);
+        }
+      }
+      k.next_lines = CeilDiv(next_blocks * 16, row_pairs * k.blocks);
+      for (int64_t r0 = 0; r0 < p.m; r0 += 32) {
+        const int64_t pair = r0 / 32;
+        k.ahead = row_pairs == 1 || (panel == p.panel_begin && b0 == 0 && r0 == 0);
+        k.l1_ahead = row_pairs > 1;
+        k.rows[0] = static_cast<int>(std::min<int64_t>(16, p.m - r0));
+        k.rows[1] = static_cast<int>(std::clamp<int64_t>(p.m - r0 - 16, 0, 16));
+        Configure(k.rows[0], k.rows[1], &config);
+        k.a = p.a_bf16 + r0 * p.ld_bf16 + b0 * kBf16Block;
+        k.c = p.c + r0 * p.ldc + (panel - p.panel_begin) * kPanelWidth;
+        AmxCall call = k;
+        // NOTE: each row pair prefetches its share of the next slice; the cursor may run past
+        // it by less than one block's share (prefetches never fault).
+        for (const uint8_t*& next : call.next) {
+          if (next != nullptr) next += pair * k.blocks * k.next_lines * 64;
+        }
+        if (k.rows[1] > 0) {
+          panels == 2 ? Run<2, 2>(call) : Run<2, 1>(call);
+        } else {
+          panels == 2 ? Run<1, 2>(call) : Run<1, 1>(call);
+        }
       }
     }
   }

@@ -136,6 +136,7 @@ TEST_P(PackedGemmTest, MatchesFloat64OnThePackedValuesAtOddSizes) {
                                                                            {2, 17, 0},
                                                                            {1, 80, 100},
                                                                            {40, 50, 300},
+                                                                           {300, 40, 4000},
                                                                            {33, 130, 520},
                                                                            {2, 100, 33}}) {
     const Problem p = MakeProblem(m, n, k, static_cast<uint64_t>(m * 1000 + n * 10 + k));
@@ -186,6 +187,24 @@ TEST_P(PackedGemmTest, RowsDoNotDependOnTheRowCountOrThePanelSplit) {
           ASSERT_EQ(c[j], all[static_cast<size_t>(i * p.n + panel * 16 + j)])
               << WeightFormatName(f) << " row " << i << " column " << panel * 16 + j;
         }
+      }
+    }
+  }
+}
+
+// Many rows over a long k (AMX runs them in chunks of k, keeping partial sums in C; one row
+// runs all of k at once): each row bitwise the same alone.
+TEST_P(PackedGemmTest, ChunksOfKGiveTheSameRowsAsOnePass) {
+  const Problem p = MakeProblem(300, 32, 4000, 13);
+  for (WeightFormat f : kFormats) {
+    const PackedMatrix w = PackMatrix(p.w.data(), p.k, p.n, p.k, f);
+    const std::vector<float> all = RunGemm(p, w, p.n);
+    for (int64_t i = 0; i < p.m; i += 37) {
+      std::vector<float> c(static_cast<size_t>(p.n));
+      RunRows(p, w, i, 1, 0, w.num_panels, c.data(), p.n);
+      for (int64_t j = 0; j < p.n; ++j) {
+        ASSERT_EQ(c[static_cast<size_t>(j)], all[static_cast<size_t>(i * p.n + j)])
+            << WeightFormatName(f) << " row " << i << " column " << j;
       }
     }
   }
