@@ -282,14 +282,47 @@ TEST(PackedWeightsTest, ParseNamesTheFlagAndTheValue) {
 }
 
 TEST(CpuIsaTest, UnknownAndUnsupportedIsasAreRefused) {
-  EXPECT_EQ(SetCpuIsa("sse9").code(), absl::StatusCode::kInvalidArgument);
+  const absl::Status unknown = SetCpuIsa("sse9");
+  EXPECT_EQ(unknown.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(unknown.message(),
+            "--isa: unknown ISA 'sse9' (expected auto, amx, avx512, avx2 or portable)");
   EXPECT_EQ(ActiveCpuIsa(), DetectedCpuIsa());
   ASSERT_TRUE(SetCpuIsa("portable").ok());
   EXPECT_EQ(ActiveCpuIsa(), CpuIsa::kPortable);
   ASSERT_TRUE(SetCpuIsa("auto").ok());
   EXPECT_EQ(ActiveCpuIsa(), DetectedCpuIsa());
-  if (DetectedCpuIsa() == CpuIsa::kPortable) {
-    EXPECT_EQ(SetCpuIsa("avx2").code(), absl::StatusCode::kUnimplemented);
+  // Every level above the detected one is refused, naming it and what was detected.
+  for (CpuIsa isa : {CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAmx}) {
+    if (static_cast<int>(isa) <= static_cast<int>(DetectedCpuIsa())) continue;
+    const absl::Status s = SetCpuIsa(CpuIsaName(isa));
+    EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
+    EXPECT_NE(s.message().find(CpuIsaName(DetectedCpuIsa())), absl::string_view::npos) << s;
+    EXPECT_EQ(ActiveCpuIsa(), DetectedCpuIsa());
+  }
+  // The runnable list is every level up to the detected one, plainest first.
+  const std::vector<CpuIsa> runnable = RunnableCpuIsas();
+  ASSERT_FALSE(runnable.empty());
+  EXPECT_EQ(runnable.front(), CpuIsa::kPortable);
+  EXPECT_EQ(runnable.back(), DetectedCpuIsa());
+}
+
+// The AVX-512 F32 and INT4 kernels sum in the AVX2 kernels' order (one FMA chain per output;
+// exact integer group sums): bitwise the same outputs.
+TEST(CpuIsaTest, Avx512F32AndInt4AreBitwiseTheAvx2Results) {
+  if (static_cast<int>(DetectedCpuIsa()) < static_cast<int>(CpuIsa::kAvx512)) {
+    GTEST_SKIP() << "this CPU runs " << CpuIsaName(DetectedCpuIsa()) << ", not avx512";
+  }
+  const Problem p = MakeProblem(23, 70, 333, 17);
+  for (WeightFormat f : {WeightFormat::kF32, WeightFormat::kInt4}) {
+    const PackedMatrix w = PackMatrix(p.w.data(), p.k, p.n, p.k, f);
+    ASSERT_TRUE(SetCpuIsa("avx2").ok());
+    const std::vector<float> avx2 = RunGemm(p, w, p.n);
+    ASSERT_TRUE(SetCpuIsa("avx512").ok());
+    const std::vector<float> avx512 = RunGemm(p, w, p.n);
+    ASSERT_TRUE(SetCpuIsa("auto").ok());
+    for (size_t i = 0; i < avx2.size(); ++i) {
+      ASSERT_EQ(avx2[i], avx512[i]) << WeightFormatName(f) << " element " << i;
+    }
   }
 }
 

@@ -10,6 +10,8 @@
 #include "absl/strings/str_cat.h"
 #include "configs/layer_config.h"
 #include "gtest/gtest.h"
+#include "kernels/cpu/cpu_isa.h"
+#include "kernels/cpu/packed_gemm.h"
 #include "moe/layer_weights.h"
 #include "moe/moe_layer.h"
 
@@ -71,6 +73,63 @@ TEST(BenchCheckTest, LayerOutputHasNoWrongElementsForEveryActivation) {
     EXPECT_EQ(r.checked_elements, 16 * 24);
     EXPECT_GT(r.ref_rms, 0.0);
   }
+}
+
+// Every weight format on every ISA this CPU has: the layer's output has no wrong element when
+// checked against the values its weights stand for, with its inputs rounded as its kernels
+// round them (CheckOptionsFor).
+TEST(BenchCheckTest, QuantizedLayersHaveNoWrongElementsOnEveryIsa) {
+  const config::LayerConfig c = Config(
+      "d_model: 96 d_ff: 80 num_experts: 6 top_k: 2 router { renormalize: true } "
+      "shared_experts { count: 1 d_ff: 32 }");
+  const auto weights = std::make_shared<const MoeLayerWeights>(RandomLayerWeights(c, 5));
+  const Tensor hidden = Hidden(37, c.d_model(), 6);
+  for (kernels::CpuIsa isa : kernels::RunnableCpuIsas()) {
+    ASSERT_TRUE(kernels::SetCpuIsa(kernels::CpuIsaName(isa)).ok());
+    for (kernels::WeightFormat f : {kernels::WeightFormat::kBF16, kernels::WeightFormat::kInt8,
+                                    kernels::WeightFormat::kInt4}) {
+      absl::StatusOr<MoeLayer> layer =
+          MoeLayer::Create(c, weights, {.experts = {.weight_format = f}});
+      ASSERT_TRUE(layer.ok()) << layer.status();
+      absl::StatusOr<LayerOutput> out = layer->Forward(hidden);
+      ASSERT_TRUE(out.ok()) << out.status();
+      const std::unique_ptr<MoeLayerWeights> effective = EffectiveLayerWeights(*layer);
+      ASSERT_NE(effective, nullptr);
+      absl::StatusOr<CheckResult> r =
+          CheckLayerOutput(c, *effective, hidden, *out, 37, CheckOptionsFor(*layer));
+      ASSERT_TRUE(r.ok()) << r.status();
+      EXPECT_EQ(r->wrong(), 0) << kernels::CpuIsaName(isa) << " " << kernels::WeightFormatName(f)
+                               << ": " << r->first_problem;
+    }
+  }
+  ASSERT_TRUE(kernels::SetCpuIsa("auto").ok());
+}
+
+// The BF16 kernels of AVX-512 and AMX round their inputs to BF16: a check that did not model it
+// would count wrong elements (so the model is what makes the count 0, not a loose bound).
+TEST(BenchCheckTest, Bf16InputRoundingIsModelledNotTolerated) {
+  if (kernels::GemmInputFor(kernels::WeightFormat::kBF16, kernels::ActiveCpuIsa()) !=
+      kernels::GemmInput::kBF16) {
+    GTEST_SKIP() << "the " << kernels::CpuIsaName(kernels::ActiveCpuIsa())
+                 << " BF16 kernels read F32 inputs (BF16 inputs need avx512 or amx)";
+  }
+  const config::LayerConfig c = Config(kSwiglu);
+  const auto weights = std::make_shared<const MoeLayerWeights>(RandomLayerWeights(c, 7));
+  const Tensor hidden = Hidden(40, c.d_model(), 8);
+  absl::StatusOr<MoeLayer> layer =
+      MoeLayer::Create(c, weights, {.experts = {.weight_format = kernels::WeightFormat::kBF16}});
+  ASSERT_TRUE(layer.ok());
+  absl::StatusOr<LayerOutput> out = layer->Forward(hidden);
+  ASSERT_TRUE(out.ok());
+  const std::unique_ptr<MoeLayerWeights> effective = EffectiveLayerWeights(*layer);
+  const CheckOptions modelled = CheckOptionsFor(*layer);
+  EXPECT_EQ(modelled.activations, kernels::GemmInput::kBF16);
+  absl::StatusOr<CheckResult> good = CheckLayerOutput(c, *effective, hidden, *out, 40, modelled);
+  ASSERT_TRUE(good.ok());
+  EXPECT_EQ(good->wrong(), 0) << good->first_problem;
+  absl::StatusOr<CheckResult> unmodelled = CheckLayerOutput(c, *effective, hidden, *out, 40, {});
+  ASSERT_TRUE(unmodelled.ok());
+  EXPECT_GT(unmodelled->wrong(), 0);
 }
 
 TEST(BenchCheckTest, DropsSharedExpertsAndScalingAreFollowed) {

@@ -174,6 +174,32 @@ TEST(MoeCliTest, BenchTinyPrintsZeroWrongAndWritesJson) {
   EXPECT_EQ(rows_seen, 2u) << r.out;
 }
 
+// bench --compare on the tiny preset: the ceilings header, a row per format and token count,
+// each with 0 wrong.
+TEST(MoeCliTest, BenchCompareRowsEveryFormatAgainstCeilingsWithZeroWrong) {
+  CliResult r = RunMoe({"bench", "--compare", "--config", "tiny", "--tokens", "1,5", "--repeats=1",
+                        "--weight_dtype", "f32,bf16,int8,int4"});
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  EXPECT_NE(r.out.find("# ceilings: sgemm: "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("triad"), std::string::npos) << r.out;
+  size_t rows = 0;
+  std::istringstream lines(r.out);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("uniform", 0) != 0) continue;
+    ++rows;
+    EXPECT_EQ(line.substr(line.find_last_not_of(' ')), "0") << line;
+  }
+  EXPECT_EQ(rows, 8u) << r.out;
+}
+
+TEST(MoeCliTest, UnknownIsaIsRefusedNamingTheFlagAndValue) {
+  CliResult unknown = RunMoe({"bench", "--config", "tiny", "--isa", "sse9"});
+  EXPECT_NE(unknown.exit_code, 0);
+  ExpectOneErrorLine(unknown);
+  EXPECT_NE(unknown.err.find("--isa"), std::string::npos) << unknown.err;
+  EXPECT_NE(unknown.err.find("sse9"), std::string::npos) << unknown.err;
+}
+
 TEST(MoeCliTest, BenchChecksDroppingAndSharedExpertConfigs) {
   // Capacity drops (switch-base-8 drops in token order) and a gated shared expert.
   const std::string path = TempPath("shared.textproto");
