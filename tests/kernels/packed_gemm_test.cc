@@ -3,6 +3,7 @@
 #include "kernels/cpu/packed_gemm.h"
 
 #include <cmath>
+#include <cstdio>
 #include <random>
 #include <tuple>
 #include <vector>
@@ -228,6 +229,22 @@ TEST(PackedWeightsTest, QuantizationErrorIsWithinTheFormatsBounds) {
     EXPECT_LT(rel_l2, bound) << WeightFormatName(f);
     EXPECT_GT(rel_l2, bound / 10) << WeightFormatName(f) << ": suspiciously exact";
   }
+}
+
+// INT4 on uniform random weights (moe init's, and the "random weights"): one GEMM's
+// relative L2 against F32 (int8 activations included). Measured 6.2e-2 (a layer of three such
+// GEMMs: ~0.106).
+TEST(PackedWeightsTest, Int4ErrorOfOneGemmOnUniformWeightsIsBelow8Percent) {
+  Problem p = MakeProblem(8, 256, 1024, 21);
+  std::mt19937_64 rng(22);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  for (float& v : p.w) v = uniform(rng);
+  const PackedMatrix exact = PackMatrix(p.w.data(), p.k, p.n, p.k, WeightFormat::kF32);
+  const PackedMatrix int4 = PackMatrix(p.w.data(), p.k, p.n, p.k, WeightFormat::kInt4);
+  const double rel_l2 = std::sqrt(Nmse(RunGemm(p, int4, p.n), Reference(p, exact)));
+  std::printf("INT4 GEMM on uniform weights: relative L2 %.3g\n", rel_l2);
+  EXPECT_LT(rel_l2, 8e-2);
+  EXPECT_GT(rel_l2, 8e-3) << "suspiciously exact";
 }
 
 TEST(PackedWeightsTest, Bf16RoundsToNearestEvenAndKeepsNan) {
