@@ -92,21 +92,20 @@ ExpertWeights UnpackExperts(const PackedExperts& p) {
 }
 
 void ExpertWorkspace::Reserve(const PackedExperts& x, int64_t max_rows, int num_threads) {
-  const auto grow = [](auto& buffer, int64_t size) { buffer.Reserve(size); };
   const int64_t width = std::max(x.d_model, x.d_ff);
   ld_hidden_ = RowStride(x.d_ff, sizeof(float));
   ld_bf16_ = RowStride(width, sizeof(uint16_t));
   ld_int8_ = RowStride(width, sizeof(int8_t));
   ld_tile_ = RowStride(kPanelsPerItem * kPanelWidth, sizeof(float));
-  grow(hidden_, max_rows * ld_hidden_);
-  if (x.format == WeightFormat::kBF16) grow(bf16_, max_rows * ld_bf16_);
+  hidden_.Reserve(max_rows * ld_hidden_);
+  if (x.format == WeightFormat::kBF16) bf16_.Reserve(max_rows * ld_bf16_);
   if (x.format == WeightFormat::kInt4) {
-    grow(quantized_, max_rows * ld_int8_);
-    grow(row_scales_, max_rows * CeilDiv(width, kInt4Group));
-    grow(corrections_, max_rows * CeilDiv(width, kInt4Group));
+    quantized_.Reserve(max_rows * ld_int8_);
+    row_scales_.Reserve(max_rows * CeilDiv(width, kInt4Group));
+    corrections_.Reserve(max_rows * CeilDiv(width, kInt4Group));
   }
   tile_floats_ = kRowTile * ld_tile_;
-  grow(tiles_, tile_floats_ * num_threads);
+  tiles_.Reserve(tile_floats_ * num_threads);
   num_threads_ = std::max(num_threads_, num_threads);
   const int64_t items = MaxItems(x.num_experts, max_rows, CeilDiv(x.d_ff, kPanelWidth)) +
                         MaxItems(x.num_experts, max_rows, CeilDiv(x.d_model, kPanelWidth));

@@ -76,38 +76,6 @@ absl::StatusOr<double> SgemmGflops(int64_t m, int64_t n, int64_t k, int threads,
 #endif
 }
 
-absl::StatusOr<double> Bf16GemmGflops(int64_t m, int64_t n, int64_t k, int threads, int repeats) {
-#if MOE_HAVE_DNNL
-  using dnnl::memory;
-  try {
-    dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-    dnnl::stream stream(engine);
-    const memory::desc a({m, k}, memory::data_type::bf16, memory::format_tag::ab);
-    const memory::desc b({k, n}, memory::data_type::bf16, memory::format_tag::ba);
-    const memory::desc c({m, n}, memory::data_type::f32, memory::format_tag::ab);
-    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), engine);
-    memory a_mem(a, engine), b_mem(b, engine), c_mem(c, engine);
-    const dnnl::matmul matmul(pd);
-    double best = 0;
-    for (int r = 0; r <= repeats; ++r) {
-      const Clock::time_point start = Clock::now();
-      matmul.execute(stream,
-                     {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}});
-      stream.wait();
-      const double gflops = 2.0 * m * n * k / Seconds(start) / 1e9;
-      if (r > 0 && gflops > best) best = gflops;
-    }
-    (void)threads;  // oneDNN uses the OpenMP thread count
-    return best;
-  } catch (const dnnl::error& e) {
-    return absl::UnimplementedError(
-        absl::StrCat("oneDNN has no BF16 matmul for this CPU (", e.what(), ")"));
-  }
-#else
-  return absl::UnimplementedError("built without oneDNN (install libdnnl-dev)");
-#endif
-}
-
 namespace {
 
 // How well an OpenBLAS kernel family uses x86: 0 pre-AVX2, 1 AVX2, 2 AVX-512, 3 AVX-512 BF16.
@@ -286,32 +254,6 @@ double CeilingProbes::Triad() {
   volatile float sink = a[n / 2];
   (void)sink;
   return gbps;
-}
-
-double TriadGbps(int64_t bytes_per_array, int repeats) {
-  const int64_t n = bytes_per_array / 4;
-  std::unique_ptr<void, AlignedFree> a_buf = AlignedAlloc(static_cast<size_t>(n * 4));
-  std::unique_ptr<void, AlignedFree> b_buf = AlignedAlloc(static_cast<size_t>(n * 4));
-  std::unique_ptr<void, AlignedFree> c_buf = AlignedAlloc(static_cast<size_t>(n * 4));
-  float* a = static_cast<float*>(a_buf.get());
-  float* b = static_cast<float*>(b_buf.get());
-  float* c = static_cast<float*>(c_buf.get());
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    b[i] = 1.0f;
-    c[i] = 2.0f;
-  }
-  double best = 0;
-  for (int r = 0; r <= repeats; ++r) {
-    const Clock::time_point start = Clock::now();
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; ++i) a[i] = b[i] + 3.0f * c[i];
-    const double gbps = 12.0 * static_cast<double>(n) / Seconds(start) / 1e9;
-    if (r > 0 && gbps > best) best = gbps;
-  }
-  volatile float sink = a[n / 2];
-  (void)sink;
-  return best;
 }
 
 }  // namespace moe::tools

@@ -19,11 +19,10 @@ bool HaveOneDnn();
 // OPENBLAS_CORETYPE or OPENBLAS_L2_SIZE is set in the environment.
 std::string OpenBlasCore();
 
-// Best-of-`repeats` GFLOP/s of C[m, n] = A[m, k] . B[n, k]^T on `threads` threads:
-// cblas_sgemm (F32), or oneDNN's matmul with BF16 inputs and F32 output. kUnimplemented with
-// the reason when the library is missing or has no such GEMM for this CPU.
+// Best-of-`repeats` GFLOP/s of C[m, n] = A[m, k] . B[n, k]^T by cblas_sgemm on `threads`
+// threads (the plain bench's ceiling). kUnimplemented with the reason when the build has no
+// OpenBLAS.
 absl::StatusOr<double> SgemmGflops(int64_t m, int64_t n, int64_t k, int threads, int repeats);
-absl::StatusOr<double> Bf16GemmGflops(int64_t m, int64_t n, int64_t k, int threads, int repeats);
 
 // The OpenBLAS kernel family this CPU is best served by ("Cooperlake", "SkylakeX", "Haswell"),
 // when OpenBLAS picked a weaker one: it does not know CPUs newer than itself (0.3.21 runs
@@ -73,9 +72,5 @@ inline constexpr char kOpenBlasNoteVariable[] = "MOE_OPENBLAS_NOTE";
 // changed in kOpenBlasNoteVariable. Returns only on failure, when there is nothing to change,
 // or when the note is already set (no second re-run).
 absl::Status ReexecForCeilings();
-
-// Best-of-`repeats` GB/s of the STREAM triad a[i] = b[i] + s * c[i] over three float arrays of
-// `bytes_per_array` bytes each, OpenMP static split; 12 bytes counted per element.
-double TriadGbps(int64_t bytes_per_array, int repeats);
 
 }  // namespace moe::tools

@@ -84,10 +84,10 @@ void PackedGemm(const PackedGemmParams& p) {
       isa == CpuIsa::kAvx2 ? Avx2PanelKernel(format) : PortablePanelKernel(format);
   const int max_rows = MaxTileRows(format);
   const bool int4 = format == WeightFormat::kInt4;
-  // Inputs a panel holds (INT4 pads k to whole groups) and its bytes per input.
-  const int64_t k = int4 ? RoundUp(w.k, kInt4Group) : w.k;
-  const int64_t bytes_per_input =
-      format == WeightFormat::kBF16 ? 32 : (k > 0 ? w.panel_bytes / k : 0);
+  // Inputs the microkernels step over: INT4 runs over its padded groups, the others over the
+  // F32 rows' k (BF16 panels' padding is never read here).
+  const int64_t k = int4 ? w.stored_inputs() : w.k;
+  const int64_t bytes_per_input = w.bytes_per_input();
   const int64_t input_block = InputBlock(format, p.m);
   // Decode-sized calls (at most 2 rows) take several full panels per microkernel call.
   const int group = p.m <= 2 ? TilePanels(format, static_cast<int>(p.m)) : 1;

@@ -188,7 +188,7 @@ void AmxPackedGemm(const PackedGemmParams& p) {
   k.lda_bytes = p.ld_bf16 * 2;
   k.a_tile_bytes = 16 * k.lda_bytes;
   k.panel_stride = w.panel_bytes;
-  const int64_t blocks = RoundUp(w.k, kBf16Block) / kBf16Block;
+  const int64_t blocks = w.stored_inputs() / kBf16Block;
   k.ldc = p.ldc;
   if (blocks == 0) {  // no inputs: zeros
     for (int64_t r = 0; r < p.m; ++r) {

@@ -403,9 +403,7 @@ void Avx512PackedGemm(const PackedGemmParams& p) {
   const KernelTable& kernels = TableFor(format);
   const Blocking b = BlockingFor(format, p.m);
   // Inputs the kernels step over: BF16 and INT4 run over the zero-padded blocks.
-  const int64_t k = format == WeightFormat::kBF16   ? RoundUp(w.k, kBf16Block)
-                    : format == WeightFormat::kInt4 ? RoundUp(w.k, kInt4Group)
-                                                    : w.k;
+  const int64_t k = w.stored_inputs();
   Tile t;
   t.lda = p.lda;
   t.ld16 = p.ld_bf16;
@@ -415,10 +413,7 @@ void Avx512PackedGemm(const PackedGemmParams& p) {
   t.scale_stride = w.panel_scales;
   t.ldc = p.ldc;
   // Panel bytes per input, and inputs per inner step of the format's kernel.
-  const int64_t bytes_per_input = format == WeightFormat::kF32    ? 64
-                                  : format == WeightFormat::kBF16 ? 32
-                                  : format == WeightFormat::kInt8 ? 16
-                                                                  : 8;
+  const int64_t bytes_per_input = w.bytes_per_input();
   t.bytes_per_input = bytes_per_input;
   const int64_t inputs_per_step = format == WeightFormat::kBF16   ? 2
                                   : format == WeightFormat::kInt4 ? 8

@@ -95,7 +95,7 @@ PackedMatrix PackMatrix(const float* w, int64_t ldw, int64_t n, int64_t k, Weigh
       m.panel_bytes = k * kPanelWidth * 4;
       break;
     case WeightFormat::kBF16:
-      m.panel_bytes = RoundUp(k, kBf16Block) * kPanelWidth * 2;
+      m.panel_bytes = m.stored_inputs() * kPanelWidth * 2;
       break;
     case WeightFormat::kInt8:
       m.panel_bytes = k * kPanelWidth;
@@ -124,7 +124,7 @@ PackedMatrix PackMatrix(const float* w, int64_t ldw, int64_t n, int64_t k, Weigh
       }
       case WeightFormat::kBF16: {
         uint32_t* words = reinterpret_cast<uint32_t*>(out);
-        for (int64_t i = 0; i < RoundUp(k, kBf16Block) / 2; ++i) {
+        for (int64_t i = 0; i < m.stored_inputs() / 2; ++i) {
           for (int64_t j = 0; j < kPanelWidth; ++j) {
             words[i * 16 + j] =
                 FloatToBf16(At(w, ldw, n, k, c0 + j, 2 * i)) |

@@ -58,6 +58,17 @@ struct PackedMatrix {
   const float* panel_scale(int64_t p) const {
     return static_cast<const float*>(scales.get()) + p * panel_scales;
   }
+  // Inputs each panel stores: k, padded to whole blocks for kBF16 (kBf16Block) and kInt4
+  // (kInt4Group) with zero weights past k.
+  int64_t stored_inputs() const {
+    if (format == WeightFormat::kBF16) return RoundUp(k, kBf16Block);
+    if (format == WeightFormat::kInt4) return RoundUp(k, kInt4Group);
+    return k;
+  }
+  // Bytes of one panel per stored input (0 when k is 0).
+  int64_t bytes_per_input() const {
+    return stored_inputs() > 0 ? panel_bytes / stored_inputs() : 0;
+  }
   // Weight bytes a full pass streams (panels plus scales).
   int64_t StreamBytes() const {
     return num_panels * (panel_bytes + panel_scales * static_cast<int64_t>(sizeof(float)));
