@@ -91,19 +91,52 @@ ExpertWeights UnpackExperts(const PackedExperts& p) {
   return w;
 }
 
+void GemmInputRows::Reserve(kernels::GemmInput input, int64_t rows, int64_t width) {
+  input_ = input;
+  if (input == kernels::GemmInput::kBF16) {
+    ld_ = RowStride(width, sizeof(uint16_t));
+    bf16_.Reserve(rows * ld_);
+  } else if (input == kernels::GemmInput::kInt8) {
+    ld_ = RowStride(width, sizeof(int8_t));
+    groups_ = CeilDiv(width, kInt4Group);
+    q_.Reserve(rows * ld_);
+    scales_.Reserve(rows * groups_);
+    corr_.Reserve(rows * groups_);
+  }
+}
+
+void GemmInputRows::Prepare(const float* x, int64_t ld_x, int64_t row, int64_t rows, int64_t col0,
+                            int64_t cols) {
+  if (input_ == kernels::GemmInput::kBF16) {
+    kernels::ConvertRowsToBf16(x + col0, ld_x, rows, cols, bf16_.data() + row * ld_ + col0, ld_);
+  } else if (input_ == kernels::GemmInput::kInt8) {
+    const int64_t g0 = col0 / kInt4Group;
+    kernels::QuantizeRowsInt8(x + col0, ld_x, rows, cols, q_.data() + row * ld_ + col0, ld_,
+                              scales_.data() + row * groups_ + g0,
+                              corr_.data() + row * groups_ + g0, groups_);
+  }
+}
+
+void GemmInputRows::Bind(int64_t row, kernels::PackedGemmParams* params) const {
+  if (input_ == kernels::GemmInput::kBF16) {
+    params->a_bf16 = bf16_.data() + row * ld_;
+    params->ld_bf16 = ld_;
+  } else if (input_ == kernels::GemmInput::kInt8) {
+    params->qa = {.q = q_.data() + row * ld_,
+                  .ld_q = ld_,
+                  .scale = scales_.data() + row * groups_,
+                  .corr = corr_.data() + row * groups_,
+                  .ld_corr = groups_};
+  }
+}
+
 void ExpertWorkspace::Reserve(const PackedExperts& x, int64_t max_rows, int num_threads) {
-  const int64_t width = std::max(x.d_model, x.d_ff);
+  const kernels::GemmInput input = kernels::GemmInputFor(x.format, kernels::ActiveCpuIsa());
   ld_hidden_ = RowStride(x.d_ff, sizeof(float));
-  ld_bf16_ = RowStride(width, sizeof(uint16_t));
-  ld_int8_ = RowStride(width, sizeof(int8_t));
   ld_tile_ = RowStride(kPanelsPerItem * kPanelWidth, sizeof(float));
   hidden_.Reserve(max_rows * ld_hidden_);
-  if (x.format == WeightFormat::kBF16) bf16_.Reserve(max_rows * ld_bf16_);
-  if (x.format == WeightFormat::kInt4) {
-    quantized_.Reserve(max_rows * ld_int8_);
-    row_scales_.Reserve(max_rows * CeilDiv(width, kInt4Group));
-    corrections_.Reserve(max_rows * CeilDiv(width, kInt4Group));
-  }
+  rows_in_.Reserve(input, max_rows, x.d_model);
+  hidden_in_.Reserve(input, max_rows, x.d_ff);
   tile_floats_ = kRowTile * ld_tile_;
   tiles_.Reserve(tile_floats_ * num_threads);
   num_threads_ = std::max(num_threads_, num_threads);
@@ -147,28 +180,9 @@ absl::Status RunPackedExperts(const PackedExperts& x, const ExpertBatch& batch,
   bank_scope.Arg("experts", x.num_experts);
   bank_scope.Arg("rows", num_rows);
   bank_scope.Arg("work_items", all_items);
-  const int64_t q_groups = CeilDiv(std::max(d_model, d_ff), kInt4Group);
   const int64_t ld_hidden = ws->ld_hidden_;
-  const int64_t ld_bf16 = ws->ld_bf16_;
-  const int64_t ld_int8 = ws->ld_int8_;
-  // The GEMM input of `rows` [num_rows, k] in the workspace (BF16 or int8 rows as the kernels
-  // read them; F32 rows are read in place), one row per iteration.
-  const auto prepare = [&](const float* rows, int64_t ld_rows, int64_t k) {
-    if (input == kernels::GemmInput::kF32) return;
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < num_rows; ++r) {
-      if (input == kernels::GemmInput::kBF16) {
-        kernels::ConvertRowsToBf16(rows + r * ld_rows, k, 1, k, ws->bf16_.data() + r * ld_bf16,
-                                   ld_bf16);
-      } else {
-        kernels::QuantizeRowsInt8(rows + r * ld_rows, k, 1, k, ws->quantized_.data() + r * ld_int8,
-                                  ld_int8, ws->row_scales_.data() + r * q_groups,
-                                  ws->corrections_.data() + r * q_groups, q_groups);
-      }
-    }
-  };
   const auto gemm = [&](const kernels::PackedMatrix& w, const float* a, int64_t lda,
-                        const Item& item, float* c, int64_t ldc) {
+                        const GemmInputRows& prepared, const Item& item, float* c, int64_t ldc) {
     const int64_t r = item.row_begin;
     kernels::PackedGemmParams params;
     params.w = &w;
@@ -179,23 +193,19 @@ absl::Status RunPackedExperts(const PackedExperts& x, const ExpertBatch& batch,
     params.panel_end = item.panel_end;
     params.c = c;
     params.ldc = ldc;
-    if (input == kernels::GemmInput::kBF16) {
-      params.a_bf16 = ws->bf16_.data() + r * ld_bf16;
-      params.ld_bf16 = ld_bf16;
-    } else if (input == kernels::GemmInput::kInt8) {
-      params.qa = {.q = ws->quantized_.data() + r * ld_int8,
-                   .ld_q = ld_int8,
-                   .scale = ws->row_scales_.data() + r * q_groups,
-                   .corr = ws->corrections_.data() + r * q_groups,
-                   .ld_corr = q_groups};
-    }
+    prepared.Bind(r, &params);
     kernels::PackedGemm(params);
   };
 
 #pragma omp parallel
   {
     float* tile = ws->tiles_.data() + omp_get_thread_num() * ws->tile_floats_;
-    prepare(batch.rows, d_model, d_model);
+    if (input != kernels::GemmInput::kF32) {
+#pragma omp for schedule(static)
+      for (int64_t r = 0; r < num_rows; ++r) {
+        ws->rows_in_.Prepare(batch.rows + r * d_model, d_model, r, 1, 0, d_model);
+      }
+    }
 #pragma omp for schedule(dynamic, 1)
     for (int64_t i = 0; i < up_items; ++i) {
       const Item& item = ws->items_[static_cast<size_t>(i)];
@@ -211,17 +221,19 @@ absl::Status RunPackedExperts(const PackedExperts& x, const ExpertBatch& batch,
       float* h = ws->hidden_.data() + item.row_begin * ld_hidden + col0;
       if (gated) {
         const int64_t ld_tile = ws->ld_tile_;
-        gemm(x.gate[e], batch.rows, d_model, item, h, ld_hidden);
-        gemm(x.up[e], batch.rows, d_model, item, tile, ld_tile);
+        gemm(x.gate[e], batch.rows, d_model, ws->rows_in_, item, h, ld_hidden);
+        gemm(x.up[e], batch.rows, d_model, ws->rows_in_, item, tile, ld_tile);
         for (int64_t r = 0; r < m; ++r) {
           kernels::ApplyGatedActivation(kind, h + r * ld_hidden, tile + r * ld_tile, cols);
         }
       } else {
-        gemm(x.up[e], batch.rows, d_model, item, h, ld_hidden);
+        gemm(x.up[e], batch.rows, d_model, ws->rows_in_, item, h, ld_hidden);
         for (int64_t r = 0; r < m; ++r) kernels::ApplyActivation(kind, h + r * ld_hidden, cols);
       }
+      // The down projection's inputs for these columns, while they are in cache (col0 is a
+      // multiple of 512: whole groups of 32).
+      ws->hidden_in_.Prepare(h - col0, ld_hidden, item.row_begin, m, col0, cols);
     }
-    prepare(ws->hidden_.data(), ld_hidden, d_ff);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t i = up_items; i < all_items; ++i) {
       const Item& item = ws->items_[static_cast<size_t>(i)];
@@ -233,8 +245,8 @@ absl::Status RunPackedExperts(const PackedExperts& x, const ExpertBatch& batch,
       scope.Arg("flop", 2 * m * d_ff *
                             (std::min(d_model, item.panel_end * kPanelWidth) -
                              item.panel_begin * kPanelWidth));
-      gemm(x.down[static_cast<size_t>(item.expert)], ws->hidden_.data(), ld_hidden, item,
-           batch.out + item.row_begin * d_model + item.panel_begin * kPanelWidth, d_model);
+      gemm(x.down[static_cast<size_t>(item.expert)], ws->hidden_.data(), ld_hidden, ws->hidden_in_,
+           item, batch.out + item.row_begin * d_model + item.panel_begin * kPanelWidth, d_model);
     }
   }
   return absl::OkStatus();

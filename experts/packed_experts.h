@@ -10,6 +10,7 @@
 #include "configs/moe_config.pb.h"
 #include "experts/expert_bank.h"
 #include "experts/expert_weights.h"
+#include "kernels/cpu/packed_gemm.h"
 #include "kernels/cpu/packed_weights.h"
 #include "moe/base/scratch_buffer.h"
 
@@ -37,6 +38,30 @@ PackedExperts PackExperts(const ExpertWeights& w, config::Activation activation,
 // The F32 weights the packed ones stand for (the quantization-aware reference).
 ExpertWeights UnpackExperts(const PackedExperts& packed);
 
+// One GEMM's activation rows in the format the kernels read (kernels::GemmInputFor): BF16 rows,
+// or int8 rows with a scale and a correction per group of 32 inputs; F32 rows are read in place
+// and need none of this.
+class GemmInputRows {
+ public:
+  // Sizes the buffers for `rows` rows of `width` inputs in `input`'s format.
+  void Reserve(kernels::GemmInput input, int64_t rows, int64_t width);
+  // Converts inputs [col0, col0 + cols) of `rows` rows of x (row 0 at x, input 0; row stride
+  // ld_x) into rows [row, row + rows). col0 is a multiple of 32; inputs from col0 + cols to the
+  // next multiple of 32 become zero.
+  void Prepare(const float* x, int64_t ld_x, int64_t row, int64_t rows, int64_t col0, int64_t cols);
+  // Points the GEMM's activations (a_bf16 or qa) at rows from `row` on.
+  void Bind(int64_t row, kernels::PackedGemmParams* params) const;
+
+ private:
+  kernels::GemmInput input_ = kernels::GemmInput::kF32;
+  int64_t ld_ = 0;                // row stride of bf16_ / q_ (elements)
+  int64_t groups_ = 0;            // row stride of scales_ / corr_
+  ScratchBuffer<uint16_t> bf16_;  // kBF16: [rows, ld_]
+  ScratchBuffer<int8_t> q_;       // kInt8: [rows, ld_]
+  ScratchBuffer<float> scales_;   // kInt8: [rows, groups_]
+  ScratchBuffer<int32_t> corr_;   // kInt8: [rows, groups_]
+};
+
 // Scratch for RunPackedExperts, grown on demand and reused: after the first call at the largest
 // row count, later calls allocate nothing. Not shareable between concurrent calls.
 class ExpertWorkspace {
@@ -54,13 +79,12 @@ class ExpertWorkspace {
     int64_t panel_end;
   };
   // Row strides (elements) of the buffers below: padded past their widths (see RowStride).
-  int64_t ld_hidden_ = 0, ld_bf16_ = 0, ld_int8_ = 0, ld_tile_ = 0;
-  ScratchBuffer<float> hidden_;         // [max_rows, ld_hidden_ >= d_ff]: the activation's output
-  ScratchBuffer<uint16_t> bf16_;        // BF16 inputs: [max_rows, ld_bf16_ >= max(d_model, d_ff)]
-  ScratchBuffer<int8_t> quantized_;     // INT4 inputs: [max_rows, ld_int8_ >= max(d_model, d_ff)]
-  ScratchBuffer<float> row_scales_;     // INT4: [max_rows, groups]
-  ScratchBuffer<int32_t> corrections_;  // INT4: [max_rows, groups]
-  ScratchBuffer<float> tiles_;          // per thread: the up projection's tile [kRowTile, ld_tile_]
+  int64_t ld_hidden_ = 0, ld_tile_ = 0;
+  ScratchBuffer<float> hidden_;  // [max_rows, ld_hidden_ >= d_ff]: the activation's output
+  // The gate / up projections' inputs (the rows) and the down projection's (hidden_, converted
+  // by each gate / up item as it finishes its columns) when the kernels do not read F32.
+  GemmInputRows rows_in_, hidden_in_;
+  ScratchBuffer<float> tiles_;  // per thread: the up projection's tile [kRowTile, ld_tile_]
   std::vector<Item> items_;
   int64_t tile_floats_ = 0;  // floats of one thread's tiles
   int num_threads_ = 0;

@@ -77,7 +77,7 @@ struct AmxCall {
   int rows[2] = {0, 0};  // rows of each row tile (0: absent)
   int cols[2] = {0, 0};  // valid outputs of each panel (0: absent)
   bool first = true;     // start from zero, else from the partial sums in c (16 valid columns)
-  // Prefetching: `ahead` streams the call's own panels 4 KiB ahead (their first pass);
+  // Prefetching: `ahead` streams the call's own panels 4 KiB ahead (their first pass), every line;
   // `next_lines` lines of `next` per input block are prefetched (the panels the call after this
   // one streams, spread over this call's blocks; T0: measured faster than T1 here).
   bool ahead = false;
@@ -131,9 +131,13 @@ void Run(const AmxCall& k) {
     const int64_t a_off = blk * 64;
     const int64_t b_off = blk * 1024;
     if (k.ahead) {
-      _mm_prefetch(reinterpret_cast<const char*>(b0 + b_off + 4096), _MM_HINT_T0);
-      if constexpr (NT == 2) {
-        _mm_prefetch(reinterpret_cast<const char*>(b1 + b_off + 4096), _MM_HINT_T0);
+      // Every line of the block 4 KiB ahead (measured 5-10% faster than one line per block,
+      // which leaves the rest to the hardware prefetcher).
+      for (int line = 0; line < 1024; line += 64) {
+        _mm_prefetch(reinterpret_cast<const char*>(b0 + b_off + 4096 + line), _MM_HINT_T0);
+        if constexpr (NT == 2) {
+          _mm_prefetch(reinterpret_cast<const char*>(b1 + b_off + 4096 + line), _MM_HINT_T0);
+        }
       }
     }
     for (const uint8_t* next : k.next) {
