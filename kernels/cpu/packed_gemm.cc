@@ -27,6 +27,14 @@ int TilePanels(WeightFormat format, int rows) {
 
 void QuantizeRowsInt8(const float* x, int64_t ld_x, int64_t m, int64_t k, int8_t* q, int64_t ld_q,
                       float* scale, int32_t* corr, int64_t ld_corr) {
+  if (static_cast<int>(DetectedCpuIsa()) >= static_cast<int>(CpuIsa::kAvx512)) {
+    return Avx512QuantizeRowsInt8(x, ld_x, m, k, q, ld_q, scale, corr, ld_corr);
+  }
+  PortableQuantizeRowsInt8(x, ld_x, m, k, q, ld_q, scale, corr, ld_corr);
+}
+
+void PortableQuantizeRowsInt8(const float* x, int64_t ld_x, int64_t m, int64_t k, int8_t* q,
+                              int64_t ld_q, float* scale, int32_t* corr, int64_t ld_corr) {
   const int64_t groups = CeilDiv(k, kInt4Group);
   for (int64_t r = 0; r < m; ++r) {
     const float* row = x + r * ld_x;

@@ -33,10 +33,16 @@ struct QuantizedRows {
   int64_t ld_corr = 0;
 };
 
-// x [m, k] (row stride ld_x) to QuantizedRows buffers sized as documented above. Rows are
-// independent; an all-zero row gets scale 0.
+// x [m, k] (row stride ld_x) to QuantizedRows buffers sized as documented above. Each group of
+// 32 inputs is independent: scale = max|x| / 127, q = clamp(nearbyint(x / scale), -127, 127)
+// (NaN to -127); an all-zero group gets scale 0. AVX-512 when the CPU has it.
 void QuantizeRowsInt8(const float* x, int64_t ld_x, int64_t m, int64_t k, int8_t* q, int64_t ld_q,
                       float* scale, int32_t* corr, int64_t ld_corr);
+// The scalar QuantizeRowsInt8 (the reference), and the AVX-512 one (bitwise the same result).
+void PortableQuantizeRowsInt8(const float* x, int64_t ld_x, int64_t m, int64_t k, int8_t* q,
+                              int64_t ld_q, float* scale, int32_t* corr, int64_t ld_corr);
+void Avx512QuantizeRowsInt8(const float* x, int64_t ld_x, int64_t m, int64_t k, int8_t* q,
+                            int64_t ld_q, float* scale, int32_t* corr, int64_t ld_corr);
 
 // C[m, columns of panels [panel_begin, panel_end)] = A . W^T (columns past W.n are not written),
 // with the microkernels of the active ISA. A is read in the GemmInputFor format: `a`, `a_bf16`

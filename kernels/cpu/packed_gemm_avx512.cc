@@ -397,6 +397,49 @@ void Avx512ConvertRowsToBf16(const float* x, int64_t ld_x, int64_t m, int64_t k,
   }
 }
 
+void Avx512QuantizeRowsInt8(const float* x, int64_t ld_x, int64_t m, int64_t k, int8_t* q,
+                            int64_t ld_q, float* scale, int32_t* corr, int64_t ld_corr) {
+  // The portable version's operations lane by lane: max_ps(|x|, acc) keeps acc where x is NaN
+  // (as std::max(amax, |x|) does), max_ps(y, -127) gives -127 for NaN (as std::max(-127, y)),
+  // and the inputs past k are masked to 0 (not 0 * inv, which is NaN when inv overflowed).
+  const int64_t groups = CeilDiv(k, kInt4Group);
+  const __m512 abs_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+  const __m512 lo = _mm512_set1_ps(-127.0f);
+  const __m512 hi = _mm512_set1_ps(127.0f);
+  for (int64_t r = 0; r < m; ++r) {
+    const float* row = x + r * ld_x;
+    int8_t* qr = q + r * ld_q;
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t begin = g * kInt4Group;
+      const int64_t valid = std::min<int64_t>(kInt4Group, k - begin);
+      const __mmask16 m0 =
+          valid >= 16 ? __mmask16{0xffff} : static_cast<__mmask16>((1u << valid) - 1);
+      const __mmask16 m1 = valid >= 32  ? __mmask16{0xffff}
+                           : valid > 16 ? static_cast<__mmask16>((1u << (valid - 16)) - 1)
+                                        : __mmask16{0};
+      const __m512 x0 = _mm512_maskz_loadu_ps(m0, row + begin);
+      const __m512 x1 = _mm512_maskz_loadu_ps(m1, row + begin + 16);
+      __m512 amax = _mm512_max_ps(_mm512_and_ps(x0, abs_mask), _mm512_setzero_ps());
+      amax = _mm512_max_ps(_mm512_and_ps(x1, abs_mask), amax);
+      const float s = _mm512_reduce_max_ps(amax) / 127.0f;
+      const float inv = s == 0.0f ? 0.0f : 1.0f / s;
+      scale[r * ld_corr + g] = s;
+      const __m512 vinv = _mm512_set1_ps(inv);
+      const auto quantize = [&](__m512 v, __mmask16 mask) {
+        __m512 y = _mm512_roundscale_ps(_mm512_mul_ps(v, vinv),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
+        return _mm512_maskz_cvtps_epi32(mask, y);
+      };
+      const __m512i q0 = quantize(x0, m0);
+      const __m512i q1 = quantize(x1, m1);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(qr + begin), _mm512_cvtepi32_epi8(q0));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(qr + begin + 16), _mm512_cvtepi32_epi8(q1));
+      corr[r * ld_corr + g] = 8 * _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+    }
+  }
+}
+
 void Avx512PackedGemm(const PackedGemmParams& p) {
   const PackedMatrix& w = *p.w;
   const WeightFormat format = w.format;

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <tuple>
 #include <vector>
@@ -269,6 +270,36 @@ TEST(PackedWeightsTest, Bf16RowsRoundEveryValueAsFloatToBf16AndPadWithZeros) {
       ASSERT_EQ(out[r * 64 + i], want) << "row " << r << " input " << i;
     }
   }
+}
+
+TEST(PackedWeightsTest, Avx512Int8RowsAreBitwiseThePortableOnes) {
+  if (static_cast<int>(DetectedCpuIsa()) < static_cast<int>(CpuIsa::kAvx512)) {
+    GTEST_SKIP() << "this CPU runs " << CpuIsaName(DetectedCpuIsa()) << ", not avx512";
+  }
+  // 4 rows of 77 inputs (two whole groups and a partial one of 13): N(0, 1) values, halfway
+  // cases, NaN, infinities, an all-zero group, and a group of denormals whose scale's inverse
+  // overflows to infinity.
+  constexpr int64_t kM = 4, kK = 77, kLd = 96, kGroups = 3;
+  std::vector<float> x = Random(kM * kK, 13);
+  const float specials[] = {NAN, -NAN, INFINITY, -INFINITY, 0.5f, -1.5f, 2.5f, -0.0f, 3.4e38f};
+  for (size_t i = 0; i < std::size(specials); ++i) x[i * 5] = specials[i];
+  for (int64_t i = 0; i < 32; ++i) x[kK + i] = 0.0f;                       // row 1, group 0
+  for (int64_t i = 0; i < 32; ++i) x[2 * kK + 32 + i] = (i % 3) * 1e-45f;  // row 2, group 1
+  std::vector<int8_t> q_portable(kM * kLd, 99), q_avx512(kM * kLd, 99);
+  std::vector<float> s_portable(kM * kGroups), s_avx512(kM * kGroups);
+  std::vector<int32_t> c_portable(kM * kGroups), c_avx512(kM * kGroups);
+  PortableQuantizeRowsInt8(x.data(), kK, kM, kK, q_portable.data(), kLd, s_portable.data(),
+                           c_portable.data(), kGroups);
+  Avx512QuantizeRowsInt8(x.data(), kK, kM, kK, q_avx512.data(), kLd, s_avx512.data(),
+                         c_avx512.data(), kGroups);
+  EXPECT_EQ(q_avx512, q_portable);
+  EXPECT_EQ(c_avx512, c_portable);
+  for (size_t i = 0; i < s_portable.size(); ++i) {
+    EXPECT_EQ(std::memcmp(&s_avx512[i], &s_portable[i], sizeof(float)), 0)
+        << "scale " << i << ": " << s_avx512[i] << " vs " << s_portable[i];
+  }
+  EXPECT_EQ(s_portable[kGroups], 0.0f);  // the all-zero group
+  EXPECT_TRUE(std::isinf(1.0f / s_portable[2 * kGroups + 1]));
 }
 
 TEST(PackedWeightsTest, Int4ValuesAreScaledIntegersInMinus8To7) {
