@@ -87,10 +87,11 @@ class NextSliceCursor {
     p_ = base_ + panel_ * stride_ + (t.next_line % chunk_lines) * 64;
     end_ = base_ + panel_ * stride_ + chunk_;
   }
-  // Prefetches the next `lines_` lines (nothing past the slice).
+  // Prefetches the next `lines_` lines (nothing past the slice) into L2: into L1 they evicted
+  // the current slice that the later row blocks reuse (measured: OLMoE F32 T = 128 9% faster).
   MOE_INLINE void Step() {
     for (int64_t i = 0; i < lines_ && panel_ < panels_; ++i) {
-      _mm_prefetch(reinterpret_cast<const char*>(p_), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(p_), _MM_HINT_T1);
       p_ += 64;
       if (p_ >= end_) {
         ++panel_;
@@ -339,7 +340,10 @@ struct Blocking {
 
 // Measured on a Xeon (Sapphire/Emerald Rapids class, 2 threads, weights streaming from memory):
 // 7 x 4 tiles over 128-input blocks ran m = 16..96 rows fastest (F32: 28 accumulators, 4 panel
-// vectors and one broadcast in the 32 zmm registers); decode rows stream whole panels.
+// vectors and one broadcast in the 32 zmm registers); decode rows stream whole panels. F32
+// runs 64-input blocks (a 16 KiB slice per panel group, so that it and the next one fit in L1:
+// OLMoE T = 128 2.5% faster, T = 16 and 512 the same); INT8 keeps 128 (64 was 6% slower at
+// T = 512).
 Blocking BlockingFor(WeightFormat format, int64_t m) {
   constexpr int64_t kWhole = int64_t{1} << 40;
   if (format == WeightFormat::kInt4) {
@@ -348,7 +352,7 @@ Blocking BlockingFor(WeightFormat format, int64_t m) {
   }
   if (m <= 2) return {static_cast<int>(m), 8, kWhole};
   if (m <= 4) return {static_cast<int>(m), 4, kWhole};
-  return {7, 4, 128};
+  return {7, 4, format == WeightFormat::kF32 ? 64 : 128};
 }
 
 const KernelTable& TableFor(WeightFormat format) {
