@@ -1,5 +1,6 @@
 #include "moe/moe_layer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
@@ -264,12 +265,19 @@ absl::Status MoeLayer::ForwardWith(const Tensor& hidden_states, ForwardWorkspace
     scope.Arg("rows", plan.num_rows());
     ws->rows.resize(static_cast<size_t>(plan.num_rows() * d_model));
     ws->expert_out.resize(static_cast<size_t>(plan.num_rows() * d_model));
-    kernels::PermuteRows({.src = hidden->data<float>(),
-                          .slot_of_row = plan.slot_of_row.data(),
-                          .dst = ws->rows.data(),
-                          .num_rows = plan.num_rows(),
-                          .d_model = d_model,
-                          .top_k = c.top_k()});
+    // Blocks of rows across the threads (a memory-bound copy: 32 MiB at OLMoE T = 512 took
+    // 5.7 ms on one thread).
+    const int64_t num_rows = plan.num_rows();
+    constexpr int64_t kRowBlock = 64;
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < num_rows; r += kRowBlock) {
+      kernels::PermuteRows({.src = hidden->data<float>(),
+                            .slot_of_row = plan.slot_of_row.data() + r,
+                            .dst = ws->rows.data() + r * d_model,
+                            .num_rows = std::min(kRowBlock, num_rows - r),
+                            .d_model = d_model,
+                            .top_k = c.top_k()});
+    }
     MOE_RETURN_IF_ERROR(routed_.Run(
         weights_->experts,
         {.rows = ws->rows.data(), .offsets = plan.offsets.data(), .out = ws->expert_out.data()}));
