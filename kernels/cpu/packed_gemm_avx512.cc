@@ -340,10 +340,10 @@ struct Blocking {
 
 // Measured on a Xeon (Sapphire/Emerald Rapids class, 2 threads, weights streaming from memory):
 // 7 x 4 tiles over 128-input blocks ran m = 16..96 rows fastest (F32: 28 accumulators, 4 panel
-// vectors and one broadcast in the 32 zmm registers); decode rows stream whole panels. F32
-// runs 64-input blocks (a 16 KiB slice per panel group, so that it and the next one fit in L1:
-// OLMoE T = 128 2.5% faster, T = 16 and 512 the same); INT8 keeps 128 (64 was 6% slower at
-// T = 512).
+// vectors and one broadcast in the 32 zmm registers); decode rows stream whole panels. F32 up
+// to 32 rows runs 64-input blocks (a 16 KiB slice per panel group, so that it and the next one
+// fit in L1: OLMoE T = 128, 16 rows per expert, 2.5% faster); more rows keep 128 (64 was 4%
+// slower at OLMoE T = 512 and 6% at Mixtral T = 512; 256 no better), as does INT8.
 Blocking BlockingFor(WeightFormat format, int64_t m) {
   constexpr int64_t kWhole = int64_t{1} << 40;
   if (format == WeightFormat::kInt4) {
@@ -352,7 +352,7 @@ Blocking BlockingFor(WeightFormat format, int64_t m) {
   }
   if (m <= 2) return {static_cast<int>(m), 8, kWhole};
   if (m <= 4) return {static_cast<int>(m), 4, kWhole};
-  return {7, 4, format == WeightFormat::kF32 ? 64 : 128};
+  return {7, 4, format == WeightFormat::kF32 && m <= 32 ? 64 : 128};
 }
 
 const KernelTable& TableFor(WeightFormat format) {
