@@ -17,6 +17,11 @@ struct ExpertBatch {
   const float* rows = nullptr;       // [num_rows, d_model], expert-major
   const int64_t* offsets = nullptr;  // [num_experts + 1]
   float* out = nullptr;              // [num_rows, d_model]
+  // Instead of `rows` (null), where the bank gathers (ExpertBank::GathersRows): row r is
+  // tokens[slot_of_row[r] / top_k], read into the format the kernels take without an F32 copy.
+  const float* tokens = nullptr;         // [num_tokens, d_model]
+  const int64_t* slot_of_row = nullptr;  // [num_rows]
+  int32_t top_k = 1;
 };
 
 // out[r] = down_e(act(gate_e(x_r)) * up_e(x_r)) for gated activations, down_e(act(up_e(x_r)))
@@ -45,6 +50,10 @@ class ExpertBank {
 
   // Runs `batch`. `plain` must be the weights the bank was created from (read in plain mode).
   absl::Status Run(const ExpertWeights& plain, const ExpertBatch& batch) const;
+
+  // Whether Run takes a batch given by tokens / slot_of_row instead of rows (packed banks do;
+  // the plain one needs the rows).
+  bool GathersRows() const { return packed_ != nullptr; }
 
   // Sizes a workspace for `max_rows` rows ahead of the first call.
   void Reserve(int64_t max_rows) const;

@@ -24,7 +24,12 @@ ExpertBank ExpertBank::Create(const ExpertWeights& w, config::Activation activat
 }
 
 absl::Status ExpertBank::Run(const ExpertWeights& plain, const ExpertBatch& batch) const {
-  if (packed_ == nullptr) return RunExperts(plain, activation_, batch);
+  if (packed_ == nullptr) {
+    if (batch.rows == nullptr) {
+      return absl::InvalidArgumentError("the plain expert bank needs the batch's rows");
+    }
+    return RunExperts(plain, activation_, batch);
+  }
   std::unique_ptr<ExpertWorkspace> ws = pool_->Take();
   const absl::Status status = RunPackedExperts(*packed_, batch, ws.get());
   pool_->Give(std::move(ws));

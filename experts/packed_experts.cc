@@ -135,6 +135,7 @@ void ExpertWorkspace::Reserve(const PackedExperts& x, int64_t max_rows, int num_
   ld_hidden_ = RowStride(x.d_ff, sizeof(float));
   ld_tile_ = RowStride(kPanelsPerItem * kPanelWidth, sizeof(float));
   hidden_.Reserve(max_rows * ld_hidden_);
+  if (input == kernels::GemmInput::kF32) rows_.Reserve(max_rows * x.d_model);
   rows_in_.Reserve(input, max_rows, x.d_model);
   hidden_in_.Reserve(input, max_rows, x.d_ff);
   tile_floats_ = kRowTile * ld_tile_;
@@ -181,12 +182,20 @@ absl::Status RunPackedExperts(const PackedExperts& x, const ExpertBatch& batch,
   bank_scope.Arg("rows", num_rows);
   bank_scope.Arg("work_items", all_items);
   const int64_t ld_hidden = ws->ld_hidden_;
+  const bool gather = batch.rows == nullptr;
+  if (gather && num_rows > 0 && (batch.tokens == nullptr || batch.slot_of_row == nullptr)) {
+    return absl::InvalidArgumentError("expert batch has neither rows nor tokens to gather");
+  }
+  // F32 rows as the F32 kernels read them (input kF32); other inputs read rows_in_.
+  const float* rows = !gather                             ? batch.rows
+                      : input == kernels::GemmInput::kF32 ? ws->rows_.data()
+                                                          : nullptr;
   const auto gemm = [&](const kernels::PackedMatrix& w, const float* a, int64_t lda,
                         const GemmInputRows& prepared, const Item& item, float* c, int64_t ldc) {
     const int64_t r = item.row_begin;
     kernels::PackedGemmParams params;
     params.w = &w;
-    params.a = a + r * lda;
+    params.a = a == nullptr ? nullptr : a + r * lda;
     params.lda = lda;
     params.m = item.row_end - r;
     params.panel_begin = item.panel_begin;
@@ -200,10 +209,18 @@ absl::Status RunPackedExperts(const PackedExperts& x, const ExpertBatch& batch,
 #pragma omp parallel
   {
     float* tile = ws->tiles_.data() + omp_get_thread_num() * ws->tile_floats_;
-    if (input != kernels::GemmInput::kF32) {
+    // The rows in the kernels' format: converted from the batch's rows or straight from the
+    // tokens they gather (F32 kernels read given rows in place and gathered ones from rows_).
+    if (input != kernels::GemmInput::kF32 || gather) {
 #pragma omp for schedule(static)
       for (int64_t r = 0; r < num_rows; ++r) {
-        ws->rows_in_.Prepare(batch.rows + r * d_model, d_model, r, 1, 0, d_model);
+        const float* row = gather ? batch.tokens + batch.slot_of_row[r] / batch.top_k * d_model
+                                  : batch.rows + r * d_model;
+        if (input == kernels::GemmInput::kF32) {
+          std::copy(row, row + d_model, ws->rows_.data() + r * d_model);
+        } else {
+          ws->rows_in_.Prepare(row, d_model, r, 1, 0, d_model);
+        }
       }
     }
 #pragma omp for schedule(dynamic, 1)
@@ -221,13 +238,13 @@ absl::Status RunPackedExperts(const PackedExperts& x, const ExpertBatch& batch,
       float* h = ws->hidden_.data() + item.row_begin * ld_hidden + col0;
       if (gated) {
         const int64_t ld_tile = ws->ld_tile_;
-        gemm(x.gate[e], batch.rows, d_model, ws->rows_in_, item, h, ld_hidden);
-        gemm(x.up[e], batch.rows, d_model, ws->rows_in_, item, tile, ld_tile);
+        gemm(x.gate[e], rows, d_model, ws->rows_in_, item, h, ld_hidden);
+        gemm(x.up[e], rows, d_model, ws->rows_in_, item, tile, ld_tile);
         for (int64_t r = 0; r < m; ++r) {
           kernels::ApplyGatedActivation(kind, h + r * ld_hidden, tile + r * ld_tile, cols);
         }
       } else {
-        gemm(x.up[e], batch.rows, d_model, ws->rows_in_, item, h, ld_hidden);
+        gemm(x.up[e], rows, d_model, ws->rows_in_, item, h, ld_hidden);
         for (int64_t r = 0; r < m; ++r) kernels::ApplyActivation(kind, h + r * ld_hidden, cols);
       }
       // The down projection's inputs for these columns, while they are in cache (col0 is a

@@ -263,24 +263,31 @@ absl::Status MoeLayer::ForwardWith(const Tensor& hidden_states, ForwardWorkspace
   {
     trace::TraceScope scope("experts", "stage");
     scope.Arg("rows", plan.num_rows());
-    ws->rows.resize(static_cast<size_t>(plan.num_rows() * d_model));
-    ws->expert_out.resize(static_cast<size_t>(plan.num_rows() * d_model));
-    // Blocks of rows across the threads (a memory-bound copy: 32 MiB at OLMoE T = 512 took
-    // 5.7 ms on one thread).
     const int64_t num_rows = plan.num_rows();
-    constexpr int64_t kRowBlock = 64;
+    ws->expert_out.resize(static_cast<size_t>(num_rows * d_model));
+    experts::ExpertBatch batch = {.offsets = plan.offsets.data(), .out = ws->expert_out.data()};
+    if (routed_.GathersRows()) {
+      // The packed bank reads each row from its token, in the format its kernels take.
+      batch.tokens = hidden->data<float>();
+      batch.slot_of_row = plan.slot_of_row.data();
+      batch.top_k = c.top_k();
+    } else {
+      // Blocks of rows across the threads (a memory-bound copy: 32 MiB at OLMoE T = 512 took
+      // 5.7 ms on one thread).
+      ws->rows.resize(static_cast<size_t>(num_rows * d_model));
+      constexpr int64_t kRowBlock = 64;
 #pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < num_rows; r += kRowBlock) {
-      kernels::PermuteRows({.src = hidden->data<float>(),
-                            .slot_of_row = plan.slot_of_row.data() + r,
-                            .dst = ws->rows.data() + r * d_model,
-                            .num_rows = std::min(kRowBlock, num_rows - r),
-                            .d_model = d_model,
-                            .top_k = c.top_k()});
+      for (int64_t r = 0; r < num_rows; r += kRowBlock) {
+        kernels::PermuteRows({.src = hidden->data<float>(),
+                              .slot_of_row = plan.slot_of_row.data() + r,
+                              .dst = ws->rows.data() + r * d_model,
+                              .num_rows = std::min(kRowBlock, num_rows - r),
+                              .d_model = d_model,
+                              .top_k = c.top_k()});
+      }
+      batch.rows = ws->rows.data();
     }
-    MOE_RETURN_IF_ERROR(routed_.Run(
-        weights_->experts,
-        {.rows = ws->rows.data(), .offsets = plan.offsets.data(), .out = ws->expert_out.data()}));
+    MOE_RETURN_IF_ERROR(routed_.Run(weights_->experts, batch));
     trace::TraceScope shared_scope("shared_experts", "stage");
     MOE_RETURN_IF_ERROR(stages::RunSharedExpertsInto(c, *weights_, shared_, *hidden, &ws->shared));
   }

@@ -4,6 +4,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
@@ -146,6 +147,46 @@ TEST_P(PackedExpertsIsaTest, RowsDoNotDependOnTheOtherRowsOfTheBatch) {
           << kernels::WeightFormatName(f);
     }
   }
+}
+
+TEST_P(PackedExpertsIsaTest, GatheredBatchesAreBitwiseTheBatchOfTheirRows) {
+  // 29 tokens, top-3 slots: each row gathers token slot / 3 (the same token for several
+  // experts, tokens that no row reads); the result must be bitwise that of the copied rows.
+  const int64_t d_model = 72, d_ff = 40, top_k = 3, num_tokens = 29;
+  const ExpertWeights w = RandomExperts(config::ACTIVATION_SWIGLU, 7, d_model, d_ff, 14);
+  const std::vector<float> tokens = RandomRows(num_tokens, d_model, 15);
+  std::vector<int64_t> slot_of_row(static_cast<size_t>(kOffsets.back()));
+  std::vector<float> rows(static_cast<size_t>(kOffsets.back() * d_model));
+  for (size_t r = 0; r < slot_of_row.size(); ++r) {
+    slot_of_row[r] = static_cast<int64_t>(r * 7 % 83 % (num_tokens * top_k));
+    const float* token = tokens.data() + slot_of_row[r] / top_k * d_model;
+    std::copy(token, token + d_model, rows.begin() + static_cast<int64_t>(r) * d_model);
+  }
+  for (WeightFormat f : kFormats) {
+    const ExpertBank bank = ExpertBank::Create(w, config::ACTIVATION_SWIGLU, {.weight_format = f});
+    ASSERT_TRUE(bank.GathersRows());
+    const std::vector<float> want = RunBank(bank, w, rows, d_model);
+    std::vector<float> got(want.size(), NAN);
+    ASSERT_TRUE(bank.Run(w, {.offsets = kOffsets.data(),
+                             .out = got.data(),
+                             .tokens = tokens.data(),
+                             .slot_of_row = slot_of_row.data(),
+                             .top_k = static_cast<int32_t>(top_k)})
+                    .ok());
+    for (size_t i = 0; i < want.size(); ++i) {
+      ASSERT_EQ(got[i], want[i]) << kernels::WeightFormatName(f) << " element " << i;
+    }
+  }
+  // The plain bank needs the rows.
+  const ExpertBank plain = ExpertBank::Create(w, config::ACTIVATION_SWIGLU, {.plain = true});
+  EXPECT_FALSE(plain.GathersRows());
+  std::vector<float> out(rows.size());
+  const absl::Status s = plain.Run(w, {.offsets = kOffsets.data(),
+                                       .out = out.data(),
+                                       .tokens = tokens.data(),
+                                       .slot_of_row = slot_of_row.data(),
+                                       .top_k = static_cast<int32_t>(top_k)});
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
 }
 
 TEST_P(PackedExpertsIsaTest, SteadyStateRunsAllocateNothing) {
