@@ -108,10 +108,10 @@ void GemmInputRows::Reserve(kernels::GemmInput input, int64_t rows, int64_t widt
 void GemmInputRows::Prepare(const float* x, int64_t ld_x, int64_t row, int64_t rows, int64_t col0,
                             int64_t cols) {
   if (input_ == kernels::GemmInput::kBF16) {
-    kernels::ConvertRowsToBf16(x + col0, ld_x, rows, cols, bf16_.data() + row * ld_ + col0, ld_);
+    kernels::ConvertRowsToBf16(x, ld_x, rows, cols, bf16_.data() + row * ld_ + col0, ld_);
   } else if (input_ == kernels::GemmInput::kInt8) {
     const int64_t g0 = col0 / kInt4Group;
-    kernels::QuantizeRowsInt8(x + col0, ld_x, rows, cols, q_.data() + row * ld_ + col0, ld_,
+    kernels::QuantizeRowsInt8(x, ld_x, rows, cols, q_.data() + row * ld_ + col0, ld_,
                               scales_.data() + row * groups_ + g0,
                               corr_.data() + row * groups_ + g0, groups_);
   }
@@ -132,13 +132,16 @@ void GemmInputRows::Bind(int64_t row, kernels::PackedGemmParams* params) const {
 
 void ExpertWorkspace::Reserve(const PackedExperts& x, int64_t max_rows, int num_threads) {
   const kernels::GemmInput input = kernels::GemmInputFor(x.format, kernels::ActiveCpuIsa());
+  const bool f32 = input == kernels::GemmInput::kF32;
   ld_hidden_ = RowStride(x.d_ff, sizeof(float));
   ld_tile_ = RowStride(kPanelsPerItem * kPanelWidth, sizeof(float));
-  hidden_.Reserve(max_rows * ld_hidden_);
-  if (input == kernels::GemmInput::kF32) rows_.Reserve(max_rows * x.d_model);
+  if (f32) {
+    hidden_.Reserve(max_rows * ld_hidden_);
+    rows_.Reserve(max_rows * x.d_model);
+  }
   rows_in_.Reserve(input, max_rows, x.d_model);
   hidden_in_.Reserve(input, max_rows, x.d_ff);
-  tile_floats_ = kRowTile * ld_tile_;
+  tile_floats_ = (f32 ? 1 : 2) * kRowTile * ld_tile_;
   tiles_.Reserve(tile_floats_ * num_threads);
   num_threads_ = std::max(num_threads_, num_threads);
   const int64_t items = MaxItems(x.num_experts, max_rows, CeilDiv(x.d_ff, kPanelWidth)) +
@@ -191,7 +194,8 @@ absl::Status RunPackedExperts(const PackedExperts& x, const ExpertBatch& batch,
                       : input == kernels::GemmInput::kF32 ? ws->rows_.data()
                                                           : nullptr;
   const auto gemm = [&](const kernels::PackedMatrix& w, const float* a, int64_t lda,
-                        const GemmInputRows& prepared, const Item& item, float* c, int64_t ldc) {
+                        const GemmInputRows& prepared, const Item& item, float* c, int64_t ldc,
+                        bool stream_c) {
     const int64_t r = item.row_begin;
     kernels::PackedGemmParams params;
     params.w = &w;
@@ -202,6 +206,7 @@ absl::Status RunPackedExperts(const PackedExperts& x, const ExpertBatch& batch,
     params.panel_end = item.panel_end;
     params.c = c;
     params.ldc = ldc;
+    params.stream_c = stream_c;
     prepared.Bind(r, &params);
     kernels::PackedGemm(params);
   };
@@ -235,21 +240,26 @@ absl::Status RunPackedExperts(const PackedExperts& x, const ExpertBatch& batch,
       scope.Arg("rows", m);
       scope.Arg("first_row", item.row_begin);
       scope.Arg("flop", 2 * m * d_model * cols * (gated ? 2 : 1));
-      float* h = ws->hidden_.data() + item.row_begin * ld_hidden + col0;
+      // The activation's output: into hidden_ for F32 down projections, else into the thread's
+      // second tile (in cache, unlike hidden_'s cold lines), converted from there.
+      const int64_t ld_tile = ws->ld_tile_;
+      const bool to_hidden = input == kernels::GemmInput::kF32;
+      float* h = to_hidden ? ws->hidden_.data() + item.row_begin * ld_hidden + col0
+                           : tile + kRowTile * ld_tile;
+      const int64_t ld_h = to_hidden ? ld_hidden : ld_tile;
       if (gated) {
-        const int64_t ld_tile = ws->ld_tile_;
-        gemm(x.gate[e], rows, d_model, ws->rows_in_, item, h, ld_hidden);
-        gemm(x.up[e], rows, d_model, ws->rows_in_, item, tile, ld_tile);
+        gemm(x.gate[e], rows, d_model, ws->rows_in_, item, h, ld_h, false);
+        gemm(x.up[e], rows, d_model, ws->rows_in_, item, tile, ld_tile, false);
         for (int64_t r = 0; r < m; ++r) {
-          kernels::ApplyGatedActivation(kind, h + r * ld_hidden, tile + r * ld_tile, cols);
+          kernels::ApplyGatedActivation(kind, h + r * ld_h, tile + r * ld_tile, cols);
         }
       } else {
-        gemm(x.up[e], rows, d_model, ws->rows_in_, item, h, ld_hidden);
-        for (int64_t r = 0; r < m; ++r) kernels::ApplyActivation(kind, h + r * ld_hidden, cols);
+        gemm(x.up[e], rows, d_model, ws->rows_in_, item, h, ld_h, false);
+        for (int64_t r = 0; r < m; ++r) kernels::ApplyActivation(kind, h + r * ld_h, cols);
       }
       // The down projection's inputs for these columns, while they are in cache (col0 is a
       // multiple of 512: whole groups of 32).
-      ws->hidden_in_.Prepare(h - col0, ld_hidden, item.row_begin, m, col0, cols);
+      ws->hidden_in_.Prepare(h, ld_h, item.row_begin, m, col0, cols);
     }
 #pragma omp for schedule(dynamic, 1)
     for (int64_t i = up_items; i < all_items; ++i) {
@@ -263,7 +273,8 @@ absl::Status RunPackedExperts(const PackedExperts& x, const ExpertBatch& batch,
                             (std::min(d_model, item.panel_end * kPanelWidth) -
                              item.panel_begin * kPanelWidth));
       gemm(x.down[static_cast<size_t>(item.expert)], ws->hidden_.data(), ld_hidden, ws->hidden_in_,
-           item, batch.out + item.row_begin * d_model + item.panel_begin * kPanelWidth, d_model);
+           item, batch.out + item.row_begin * d_model + item.panel_begin * kPanelWidth, d_model,
+           /*stream_c=*/true);
     }
   }
   return absl::OkStatus();

@@ -45,9 +45,9 @@ class GemmInputRows {
  public:
   // Sizes the buffers for `rows` rows of `width` inputs in `input`'s format.
   void Reserve(kernels::GemmInput input, int64_t rows, int64_t width);
-  // Converts inputs [col0, col0 + cols) of `rows` rows of x (row 0 at x, input 0; row stride
-  // ld_x) into rows [row, row + rows). col0 is a multiple of 32; inputs from col0 + cols to the
-  // next multiple of 32 become zero.
+  // Converts `rows` rows of `cols` values (row 0 at x; row stride ld_x) into inputs
+  // [col0, col0 + cols) of rows [row, row + rows). col0 is a multiple of 32; inputs from
+  // col0 + cols to the next multiple of 32 become zero.
   void Prepare(const float* x, int64_t ld_x, int64_t row, int64_t rows, int64_t col0, int64_t cols);
   // Points the GEMM's activations (a_bf16 or qa) at rows from `row` on.
   void Bind(int64_t row, kernels::PackedGemmParams* params) const;
@@ -80,12 +80,16 @@ class ExpertWorkspace {
   };
   // Row strides (elements) of the buffers below: padded past their widths (see RowStride).
   int64_t ld_hidden_ = 0, ld_tile_ = 0;
-  ScratchBuffer<float> hidden_;  // [max_rows, ld_hidden_ >= d_ff]: the activation's output
-  ScratchBuffer<float> rows_;    // [max_rows, d_model]: gathered F32 rows (F32 kernels only)
+  // [max_rows, ld_hidden_ >= d_ff]: the activation's output, when the down projection reads F32
+  // (other inputs: hidden_in_ only, made from the thread's tiles).
+  ScratchBuffer<float> hidden_;
+  ScratchBuffer<float> rows_;  // [max_rows, d_model]: gathered F32 rows (F32 kernels only)
   // The gate / up projections' inputs (the rows) and the down projection's (hidden_, converted
   // by each gate / up item as it finishes its columns) when the kernels do not read F32.
   GemmInputRows rows_in_, hidden_in_;
-  ScratchBuffer<float> tiles_;  // per thread: the up projection's tile [kRowTile, ld_tile_]
+  // Per thread: the up projection's tile [kRowTile, ld_tile_], and for inputs other than F32
+  // the gate's (then the activation's) tile after it; written and read while in cache.
+  ScratchBuffer<float> tiles_;
   std::vector<Item> items_;
   int64_t tile_floats_ = 0;  // floats of one thread's tiles
   int num_threads_ = 0;

@@ -10,6 +10,7 @@
 #include "gating/routing_plan.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/permute.h"
+#include "moe/base/scratch_buffer.h"
 #include "moe/base/status_macros.h"
 #include "moe/base/trace.h"
 
@@ -38,8 +39,10 @@ struct ForwardWorkspace {
   Tensor hidden;  // F32 copy of BF16 hidden states
   std::vector<float> logits;
   gating::RoutingPlan plan;
-  std::vector<float> rows;        // [num_rows, d_model] in plan order
-  std::vector<float> expert_out;  // [num_rows, d_model]
+  std::vector<float> rows;  // [num_rows, d_model] in plan order
+  // [num_rows, d_model]; 64-byte aligned, so that the packed kernels can stream their results
+  // into it (PackedGemmParams::stream_c).
+  ScratchBuffer<float> expert_out;
   stages::SharedExpertsOutput shared;
 };
 
@@ -263,7 +266,7 @@ absl::Status MoeLayer::ForwardWith(const Tensor& hidden_states, ForwardWorkspace
     trace::TraceScope scope("experts", "stage");
     scope.Arg("rows", plan.num_rows());
     const int64_t num_rows = plan.num_rows();
-    ws->expert_out.resize(static_cast<size_t>(num_rows * d_model));
+    ws->expert_out.Reserve(num_rows * d_model);
     experts::ExpertBatch batch = {.offsets = plan.offsets.data(), .out = ws->expert_out.data()};
     if (routed_.GathersRows()) {
       // The packed bank reads each row from its token, in the format its kernels take.

@@ -52,6 +52,7 @@ struct Tile {
   bool first = true;                   // start from 0, else add to c
   bool last = true;                    // apply column scales (INT8)
   bool prefetch = false;               // prefetch ahead in every panel stream
+  bool stream = false;                 // final sums of whole panels: non-temporal stores
   int64_t bytes_per_input = 0;         // of a panel
   int64_t slice_bytes = 0;             // bytes of each panel in this call: kc inputs
   int wrap_panels = 0;                 // panels of the next tile whose streams continue this one's
@@ -134,6 +135,11 @@ MOE_INLINE void StoreAccumulators(const Tile& t, __m512 (&acc)[R][P], bool colum
       const __m512 s = _mm512_loadu_ps(t.scales + p * t.scale_stride);
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) acc[r][p] = _mm512_mul_ps(acc[r][p], s);
+    }
+    if (t.stream && (p + 1 < P || t.last_mask == 0xffff)) {
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) _mm512_stream_ps(t.c + r * t.ldc + p * 16, acc[r][p]);
+      continue;
     }
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
@@ -465,6 +471,8 @@ void Avx512PackedGemm(const PackedGemmParams& p) {
   const int64_t inputs_per_step = format == WeightFormat::kBF16   ? 2
                                   : format == WeightFormat::kInt4 ? 8
                                                                   : 1;
+  const bool can_stream =
+      p.stream_c && reinterpret_cast<uintptr_t>(p.c) % 64 == 0 && p.ldc % 16 == 0;
   // Row blocks of nearly equal size (the first `extra` one row more).
   const int64_t row_blocks = CeilDiv(p.m, b.rows);
   const int64_t block_rows = p.m / std::max<int64_t>(row_blocks, 1);
@@ -481,6 +489,9 @@ void Avx512PackedGemm(const PackedGemmParams& p) {
       t.first = k0 == 0;
       t.last = k0 + b.input_block >= k;
       t.slice_bytes = t.kc * bytes_per_input;
+      // Streaming stores only where nothing reads the lines back (one pass over k): partial
+      // sums stay in cache for the next input block.
+      t.stream = can_stream && t.first && t.last;
       // Decode (one row block over all of k): the streams run on into the next tile's panels
       // (measured 7% faster Mixtral decode).
       t.wrap_panels = 0;
@@ -529,6 +540,8 @@ void Avx512PackedGemm(const PackedGemmParams& p) {
       if (k == 0) break;
     }
   }
+  // The streamed lines are visible to other threads once the write-combining buffers drain.
+  if (can_stream) _mm_sfence();
 }
 
 }  // namespace moe::kernels

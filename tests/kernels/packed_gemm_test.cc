@@ -2,6 +2,7 @@
 // the packed weights stand for; packing and quantization error; split invariance.
 #include "kernels/cpu/packed_gemm.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -12,6 +13,7 @@
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_isa.h"
 #include "kernels/cpu/packed_weights.h"
+#include "moe/base/scratch_buffer.h"
 
 namespace moe::kernels {
 namespace {
@@ -77,7 +79,7 @@ Problem MakeProblem(int64_t m, int64_t n, int64_t k, uint64_t seed) {
 
 // The GEMM of rows [row, row + rows) of p over panels [panel_begin, panel_end) into c.
 void RunRows(const Problem& p, const PackedMatrix& w, int64_t row, int64_t rows,
-             int64_t panel_begin, int64_t panel_end, float* c, int64_t ldc) {
+             int64_t panel_begin, int64_t panel_end, float* c, int64_t ldc, bool stream_c = false) {
   PackedGemm({.w = &w,
               .a = p.a.data() + row * p.k,
               .lda = p.k,
@@ -89,7 +91,8 @@ void RunRows(const Problem& p, const PackedMatrix& w, int64_t row, int64_t rows,
               .panel_begin = panel_begin,
               .panel_end = panel_end,
               .c = c,
-              .ldc = ldc});
+              .ldc = ldc,
+              .stream_c = stream_c});
 }
 
 // C over every panel, with the output poisoned first.
@@ -207,6 +210,38 @@ TEST_P(PackedGemmTest, ChunksOfKGiveTheSameRowsAsOnePass) {
       for (int64_t j = 0; j < p.n; ++j) {
         ASSERT_EQ(c[static_cast<size_t>(j)], all[static_cast<size_t>(i * p.n + j)])
             << WeightFormatName(f) << " row " << i << " column " << j;
+      }
+    }
+  }
+}
+
+// Results written with stream_c (non-temporal stores on AMX where the rows allow) are bitwise
+// the stored ones: k in chunks and in one pass, a partial last panel, rows that are not whole
+// tiles, c aligned (streamed) and one float off (stored as usual); columns past n untouched.
+TEST_P(PackedGemmTest, StreamedOutputIsBitwiseTheStoredOne) {
+  struct Shape {
+    int64_t m, n, k;
+  };
+  for (const Shape& shape : {Shape{300, 40, 4000}, Shape{37, 64, 100}, Shape{1, 48, 64}}) {
+    const Problem p = MakeProblem(shape.m, shape.n, shape.k, 31);
+    const int64_t ldc = RoundUp(p.n, 16) + 16;
+    for (WeightFormat f : kFormats) {
+      const PackedMatrix w = PackMatrix(p.w.data(), p.k, p.n, p.k, f);
+      const std::vector<float> stored = RunGemm(p, w, ldc);
+      for (int64_t offset : {0, 1}) {
+        ScratchBuffer<float> out;
+        out.Reserve(p.m * ldc + offset);
+        std::fill(out.data(), out.data() + p.m * ldc + offset, -7.0f);
+        float* c = out.data() + offset;
+        RunRows(p, w, 0, p.m, 0, w.num_panels, c, ldc, /*stream_c=*/true);
+        for (int64_t i = 0; i < p.m; ++i) {
+          for (int64_t j = 0; j < ldc; ++j) {
+            const float want = j < p.n ? stored[static_cast<size_t>(i * ldc + j)] : -7.0f;
+            ASSERT_EQ(c[i * ldc + j], want)
+                << WeightFormatName(f) << " m=" << p.m << " k=" << p.k << " offset " << offset
+                << " row " << i << " column " << j;
+          }
+        }
       }
     }
   }
