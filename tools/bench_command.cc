@@ -151,6 +151,11 @@ absl::StatusOr<BenchOptions> ParseBenchOptions(const std::vector<std::string>& p
   if (o.compare && (o.ep > 1 || !o.sweep.empty())) {
     return absl::InvalidArgumentError("flag --compare: not supported with --ep or --sweep");
   }
+  if (o.compare && (!o.csv.empty() || !o.trace.empty())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("flag --", o.csv.empty() ? "trace" : "csv",
+                     ": not supported with --compare (its table goes to stdout and --json)"));
+  }
   o.kernels.weight_format = o.formats.front();
   return o;
 }
@@ -227,6 +232,7 @@ int BenchCommand(const std::vector<std::string>& positional) {
     compare.input_skew = o.row.input_skew;
     compare.check_tokens = o.row.check_tokens;
     compare.seed = o.row.seed;
+    compare.json = o.json;
     return RunCompareBench(compare);
   }
   absl::StatusOr<std::vector<SweepPoint>> points = ExpandSweep(*config, o.sweep, o.hold);

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <optional>
@@ -18,6 +19,7 @@
 #include "moe/base/status_macros.h"
 #include "moe/layer_weights.h"
 #include "moe/moe_layer.h"
+#include "nlohmann/json.hpp"
 #include "tools/bench_check.h"
 #include "tools/bench_report.h"
 #include "tools/bench_runner.h"
@@ -126,6 +128,19 @@ double RelL2(const std::vector<float>& x, const std::vector<float>& ref) {
   return den > 0 ? std::sqrt(num / den) : 0;
 }
 
+// {"context": ..., "rows": [...]} to `path`; errors name --json and the path.
+absl::Status WriteCompareJson(const std::string& path, const nlohmann::ordered_json& context,
+                              const nlohmann::ordered_json& rows) {
+  nlohmann::ordered_json doc;
+  doc["context"] = context;
+  doc["rows"] = rows;
+  std::ofstream file(path, std::ios::trunc);
+  file << doc.dump(2) << "\n";
+  file.close();
+  if (!file) return absl::InternalError(absl::StrCat("--json ", path, ": cannot write"));
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 int RunCompareBench(const CompareOptions& o) {
@@ -136,6 +151,9 @@ int RunCompareBench(const CompareOptions& o) {
                  std::string(reexec.message()).c_str(), OpenBlasCore().c_str());
   }
   const config::LayerConfig& c = o.config;
+  if (!o.json.empty() && !std::ofstream(o.json, std::ios::app)) {  // fail before the long part
+    return Fail(absl::StrCat("--json ", o.json, ": cannot open for writing"), kExitRuntimeError);
+  }
   std::vector<WeightFormat> formats = {WeightFormat::kF32};
   for (WeightFormat f : o.formats) {
     if (std::find(formats.begin(), formats.end(), f) == formats.end()) formats.push_back(f);
@@ -173,6 +191,30 @@ int RunCompareBench(const CompareOptions& o) {
               static_cast<long long>(probes.n()), static_cast<long long>(probes.k()),
               probes.bf16_source().c_str());
   if (const char* note = std::getenv(kOpenBlasNoteVariable)) std::printf("# %s\n", note);
+  nlohmann::ordered_json context = {
+      {"command", "bench --compare"},
+      {"config", c.name()},
+      {"config_source", o.config_source},
+      {"d_model", c.d_model()},
+      {"d_ff", c.d_ff()},
+      {"num_experts", c.num_experts()},
+      {"top_k", c.top_k()},
+      {"cpu", CpuModel()},
+      {"cores", omp_get_num_procs()},
+      {"threads", o.threads},
+      {"commit", GitCommit()},
+      {"kernels", kernels::CpuIsaReport()},
+      {"seed", o.seed},
+      {"warmup", o.warmup},
+      {"repeats", o.repeats},
+      {"steps", o.steps},
+      {"input_skew", o.input_skew},
+      {"sgemm", probes.sgemm_source()},
+      {"bf16_gemm", probes.bf16_source()},
+      {"openblas_note", std::getenv(kOpenBlasNoteVariable) != nullptr
+                            ? std::string(std::getenv(kOpenBlasNoteVariable))
+                            : std::string()}};
+  nlohmann::ordered_json json_rows = nlohmann::ordered_json::array();
   std::printf("\n%-8s %-5s %7s %10s %10s %8s %7s %7s %6s %6s %6s %6s %10s %8s %8s %7s\n", "routing",
               "dtype", "tokens", "time_ms", "tokens/s", "GFLOP/s", "GB/s", "ceil_GF", "triad",
               "%roof", "%gemm", "%triad", "plain_ms", "x_plain", "err_f32", "#wrong");
@@ -241,6 +283,25 @@ int RunCompareBench(const CompareOptions& o) {
                 : absl::StrFormat("%.2f", plain_time->second / m->seconds).c_str(),
             RelL2(m->first_output, f32_out[key]), static_cast<long long>(m->wrong));
         std::fflush(stdout);
+        const bool has_plain = plain_time != plain_seconds.end();
+        json_rows.push_back(
+            {{"routing", s == 0 ? "uniform" : absl::StrCat("skew", skews[s])},
+             {"dtype", std::string(kernels::WeightFormatName(f))},
+             {"tokens", t},
+             {"time_ms", m->seconds * 1e3},
+             {"tokens_per_s", static_cast<double>(t) / m->seconds},
+             {"gflops", gflops},
+             {"gbps", gbps},
+             {"ceil_gflops", m->gemm_gflops},
+             {"triad_gbps", m->triad_gbps},
+             {"pct_roofline", 100 * roofline / m->seconds},
+             {"pct_gemm", 100 * gflops / m->gemm_gflops},
+             {"pct_triad", 100 * gbps / m->triad_gbps},
+             {"plain_ms", has_plain ? nlohmann::ordered_json(plain_time->second * 1e3) : nullptr},
+             {"x_plain",
+              has_plain ? nlohmann::ordered_json(plain_time->second / m->seconds) : nullptr},
+             {"err_f32", RelL2(m->first_output, f32_out[key])},
+             {"wrong", m->wrong}});
         wrong += m->wrong;
       }
     }
@@ -265,6 +326,11 @@ int RunCompareBench(const CompareOptions& o) {
       "kernels\n"
       "#   round them (int8 for INT4, BF16 for BF16 on avx512/amx).\n",
       static_cast<long long>(o.check_tokens));
+  if (!o.json.empty()) {
+    if (const absl::Status written = WriteCompareJson(o.json, context, json_rows); !written.ok()) {
+      return Fail(written, kExitRuntimeError);
+    }
+  }
   if (wrong > 0) {
     return Fail(absl::StrCat(wrong, " wrong results (see #wrong)"), kExitRuntimeError);
   }

@@ -25,10 +25,13 @@ struct CompareOptions {
   int64_t check_tokens = 16;
   uint64_t seed = 1;
   bool plain = true;  // also time the plain reference experts (F32)
+  std::string json;   // also write the table and its context here (empty: no file)
 };
 
 // Prints the header with the ceilings, one row per (routing, format, token count) and the
-// formulas. Exit code as the other commands (1 when a row has #wrong > 0).
+// formulas; with `json`, writes {"context": {...}, "rows": [{...}]} with the same values (keys
+// named as the columns; plain_ms and x_plain null where not measured). Exit code as the other
+// commands (1 when a row has #wrong > 0, after the rows are written).
 int RunCompareBench(const CompareOptions& options);
 
 }  // namespace moe::tools

@@ -175,10 +175,11 @@ TEST(MoeCliTest, BenchTinyPrintsZeroWrongAndWritesJson) {
 }
 
 // bench --compare on the tiny preset: the ceilings header, a row per format and token count,
-// each with 0 wrong.
+// each with 0 wrong; --json holds the same rows (--csv and --trace are refused with --compare).
 TEST(MoeCliTest, BenchCompareRowsEveryFormatAgainstCeilingsWithZeroWrong) {
+  const std::string json_path = TempPath("compare.json");
   CliResult r = RunMoe({"bench", "--compare", "--config", "tiny", "--tokens", "1,5", "--repeats=1",
-                        "--weight_dtype", "f32,bf16,int8,int4"});
+                        "--weight_dtype", "f32,bf16,int8,int4", "--json", json_path});
   ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
   EXPECT_NE(r.out.find("# ceilings: sgemm: "), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("triad"), std::string::npos) << r.out;
@@ -190,6 +191,35 @@ TEST(MoeCliTest, BenchCompareRowsEveryFormatAgainstCeilingsWithZeroWrong) {
     EXPECT_EQ(line.substr(line.find_last_not_of(' ')), "0") << line;
   }
   EXPECT_EQ(rows, 8u) << r.out;
+
+  nlohmann::json json = nlohmann::json::parse(ReadWholeFile(json_path), nullptr, false);
+  ASSERT_FALSE(json.is_discarded()) << ReadWholeFile(json_path);
+  EXPECT_EQ(json["context"]["config"], "tiny");
+  ASSERT_EQ(json["rows"].size(), 8u);
+  const char* dtypes[] = {"f32", "bf16", "int8", "int4"};
+  for (size_t i = 0; i < 8; ++i) {
+    const auto& row = json["rows"][i];
+    EXPECT_EQ(row["routing"], "uniform");
+    EXPECT_EQ(row["dtype"], dtypes[i / 2]);
+    EXPECT_EQ(row["tokens"], i % 2 == 0 ? 1 : 5);
+    EXPECT_GT(row["time_ms"].get<double>(), 0);
+    EXPECT_GT(row["ceil_gflops"].get<double>(), 0);
+    EXPECT_GT(row["pct_roofline"].get<double>(), 0);
+    EXPECT_EQ(row["wrong"], 0);
+    EXPECT_EQ(row["plain_ms"].is_null(), false);
+  }
+  EXPECT_EQ(json["rows"][0]["err_f32"], 0.0);
+  EXPECT_GT(json["rows"][6]["err_f32"].get<double>(), 0.0);  // int4
+
+  for (const char* flag : {"--csv", "--trace"}) {
+    CliResult refused = RunMoe(
+        {"bench", "--compare", "--config", "tiny", "--tokens", "1", flag, TempPath("x.out")});
+    EXPECT_EQ(refused.exit_code, 2) << refused.err;
+    ExpectOneErrorLine(refused);
+    EXPECT_NE(refused.err.find(std::string(flag) + ": not supported with --compare"),
+              std::string::npos)
+        << refused.err;
+  }
 }
 
 TEST(MoeCliTest, UnknownIsaIsRefusedNamingTheFlagAndValue) {
