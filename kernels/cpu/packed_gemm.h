@@ -64,8 +64,8 @@ struct PackedGemmParams {
   int64_t ldc = 0;
   // C is written once here and read later by another pass (the down projection's output): the
   // AMX and AVX-512 kernels write its final values with non-temporal stores where c's rows
-  // allow (64-byte aligned, whole panels; AVX-512: one pass over k), so that cold output lines
-  // are not first read from memory. The values are the same either way.
+  // allow (64-byte aligned, whole panels, one pass over k), so that cold output lines are not
+  // first read from memory. The values are the same either way.
   bool stream_c = false;
 };
 void PackedGemm(const PackedGemmParams& p);

@@ -243,7 +243,9 @@ void AmxPackedGemm(const PackedGemmParams& p) {
     for (int64_t b0 = 0; b0 < blocks; b0 += chunk) {
       k.blocks = std::min(chunk, blocks - b0);
       k.first = b0 == 0;
-      k.stream = can_stream && full && b0 + chunk >= blocks;
+      // Only in one pass over k: where partial sums wait in c between chunks, its lines are in
+      // cache already (streaming them then made Mixtral's down projection, k = 14336, slower).
+      k.stream = can_stream && full && chunk >= blocks;
       k.panel = w.panel(panel) + b0 * 1024;
       // The slice after this one (the next chunk of these panels, else the first of the next
       // pair), spread over every block of every row pair of this one; only when several row
