@@ -167,13 +167,15 @@ TEST_P(PackedGemmTest, MatchesFloat64OnThePackedValuesAtOddSizes) {
 }
 
 TEST_P(PackedGemmTest, RowsDoNotDependOnTheRowCountOrThePanelSplit) {
-  const Problem p = MakeProblem(37, 160, 300, 7);
+  const Problem p = MakeProblem(100, 160, 300, 7);
   for (WeightFormat f : kFormats) {
     const PackedMatrix w = PackMatrix(p.w.data(), p.k, p.n, p.k, f);
+    // All 100 rows (AMX: two passes of three row tiles and one of a pair).
     const std::vector<float> all = RunGemm(p, w, p.n);
     // Rows alone, in pairs (the decode tiles of several panels each), in fives (a partial
-    // AVX-512 tile) and in seventeens (a full and a one-row AMX tile).
-    for (int64_t rows : {1, 2, 5, 17}) {
+    // AVX-512 tile), in seventeens (a full and a one-row AMX tile) and in seventy-twos (AMX:
+    // three row tiles, then a pair with a partial tile).
+    for (int64_t rows : {1, 2, 5, 17, 72}) {
       for (int64_t i = 0; i + rows <= p.m; i += rows) {
         std::vector<float> c(static_cast<size_t>(rows * p.n));
         RunRows(p, w, i, rows, 0, w.num_panels, c.data(), p.n);
@@ -222,7 +224,8 @@ TEST_P(PackedGemmTest, StreamedOutputIsBitwiseTheStoredOne) {
   struct Shape {
     int64_t m, n, k;
   };
-  for (const Shape& shape : {Shape{300, 40, 4000}, Shape{37, 64, 100}, Shape{1, 48, 64}}) {
+  for (const Shape& shape :
+       {Shape{300, 40, 4000}, Shape{37, 64, 100}, Shape{96, 40, 100}, Shape{1, 48, 64}}) {
     const Problem p = MakeProblem(shape.m, shape.n, shape.k, 31);
     const int64_t ldc = RoundUp(p.n, 16) + 16;
     for (WeightFormat f : kFormats) {
