@@ -125,6 +125,29 @@ inline void StreamOut(const float* scratch, float* c, int64_t ldc, int rows) {
     }                                                                       \
   } while (0)
 
+// The prefetches of one input block: with `ahead`, every line of the panels' block 4 KiB
+// ahead (measured 5-10% faster than one line per block, which leaves the rest to the hardware
+// prefetcher); this block's share of the next slice (`next`, into L2).
+template <int NT>
+[[gnu::always_inline]] inline void PrefetchBlock(const AmxCall& k, const uint8_t* b0,
+                                                 const uint8_t* b1, int64_t blk) {
+  if (k.ahead) {
+    for (int line = 0; line < 1024; line += 64) {
+      _mm_prefetch(reinterpret_cast<const char*>(b0 + 4096 + line), _MM_HINT_T0);
+      if constexpr (NT == 2) {
+        _mm_prefetch(reinterpret_cast<const char*>(b1 + 4096 + line), _MM_HINT_T0);
+      }
+    }
+  }
+  for (const uint8_t* next : k.next) {
+    if (next == nullptr) continue;
+    const uint8_t* line = next + blk * k.next_lines * 64;
+    for (int64_t i = 0; i < k.next_lines; ++i) {
+      _mm_prefetch(reinterpret_cast<const char*>(line + i * 64), _MM_HINT_T1);
+    }
+  }
+}
+
 // MT row tiles x NT panels over every input block.
 template <int MT, int NT>
 void Run(const AmxCall& k) {
@@ -147,23 +170,7 @@ void Run(const AmxCall& k) {
   for (int64_t blk = 0; blk < k.blocks; ++blk) {
     const int64_t a_off = blk * 64;
     const int64_t b_off = blk * 1024;
-    if (k.ahead) {
-      // Every line of the block 4 KiB ahead (measured 5-10% faster than one line per block,
-      // which leaves the rest to the hardware prefetcher).
-      for (int line = 0; line < 1024; line += 64) {
-        _mm_prefetch(reinterpret_cast<const char*>(b0 + b_off + 4096 + line), _MM_HINT_T0);
-        if constexpr (NT == 2) {
-          _mm_prefetch(reinterpret_cast<const char*>(b1 + b_off + 4096 + line), _MM_HINT_T0);
-        }
-      }
-    }
-    for (const uint8_t* next : k.next) {
-      if (next == nullptr) continue;
-      const uint8_t* line = next + blk * k.next_lines * 64;
-      for (int64_t i = 0; i < k.next_lines; ++i) {
-        _mm_prefetch(reinterpret_cast<const char*>(line + i * 64), _MM_HINT_T1);
-      }
-    }
+    PrefetchBlock<NT>(k, b0 + b_off, b1 + b_off, blk);
     if (k.l1_ahead && blk + 2 < k.blocks) {
       for (int r = 0; r < 16; ++r) {
         _mm_prefetch(reinterpret_cast<const char*>(a0 + a_off + 128 + r * k.lda_bytes),
@@ -238,21 +245,7 @@ void Run3(const AmxCall& k) {
   for (int64_t blk = 0; blk < k.blocks; ++blk) {
     const int64_t a_off = blk * 64;
     const int64_t b_off = blk * 1024;
-    if (k.ahead) {
-      for (int line = 0; line < 1024; line += 64) {
-        _mm_prefetch(reinterpret_cast<const char*>(b0 + b_off + 4096 + line), _MM_HINT_T0);
-        if constexpr (NT == 2) {
-          _mm_prefetch(reinterpret_cast<const char*>(b1 + b_off + 4096 + line), _MM_HINT_T0);
-        }
-      }
-    }
-    for (const uint8_t* next : k.next) {
-      if (next == nullptr) continue;
-      const uint8_t* line = next + blk * k.next_lines * 64;
-      for (int64_t i = 0; i < k.next_lines; ++i) {
-        _mm_prefetch(reinterpret_cast<const char*>(line + i * 64), _MM_HINT_T1);
-      }
-    }
+    PrefetchBlock<NT>(k, b0 + b_off, b1 + b_off, blk);
     // Panel 0 down the row tiles, panel 1 back up them (the last A tile serves both).
     _tile_loadd(7, b0 + b_off, 64);
     _tile_loadd(6, a0 + a_off, k.lda_bytes);
