@@ -149,7 +149,7 @@ const std::vector<Command>& Commands() {
        "          [--model_ranks N] [--ep N [--placement FILE] [--skew SPEC] [--rebalance]\n"
        "          [--timeout S]] [--weight_dtype f32|bf16|int8|int4]\n"
        "          [--isa auto|amx|avx512|avx2|portable]\n"
-       "          [--compare [--weight_dtype f32,bf16,int8,int4]]",
+       "          [--compare [--weight_dtype f32,bf16,int8,int4] [--json FILE]]",
        "Benchmark one layer on random weights and inputs, with a correctness count per row.",
        "Per token count: W warm-up forwards, then R timed ones on each of S input batches\n"
        "(--steps); the median is reported.\n"

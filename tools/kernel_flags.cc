@@ -15,7 +15,8 @@ ABSL_FLAG(std::string, isa, "auto",
           "CPU microkernels: auto (the best this CPU has), amx, avx512, avx2 or portable.");
 ABSL_FLAG(bool, compare, false,
           "bench: also measure OpenBLAS sgemm, oneDNN BF16 GEMM, a STREAM triad and the plain "
-          "reference path in the same run, and print each row against them.");
+          "reference path in the same run, and print each row against them (--json writes "
+          "the rows too; --csv and --trace are not available with it).");
 
 namespace moe::tools {
 
