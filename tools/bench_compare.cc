@@ -21,6 +21,7 @@
 #include "moe/moe_layer.h"
 #include "nlohmann/json.hpp"
 #include "tools/bench_check.h"
+#include "tools/bench_output.h"
 #include "tools/bench_report.h"
 #include "tools/bench_runner.h"
 #include "tools/blas_ceilings.h"
@@ -126,19 +127,6 @@ double RelL2(const std::vector<float>& x, const std::vector<float>& ref) {
     den += double{ref[i]} * ref[i];
   }
   return den > 0 ? std::sqrt(num / den) : 0;
-}
-
-// {"context": ..., "rows": [...]} to `path`; errors name --json and the path.
-absl::Status WriteCompareJson(const std::string& path, const nlohmann::ordered_json& context,
-                              const nlohmann::ordered_json& rows) {
-  nlohmann::ordered_json doc;
-  doc["context"] = context;
-  doc["rows"] = rows;
-  std::ofstream file(path, std::ios::trunc);
-  file << doc.dump(2) << "\n";
-  file.close();
-  if (!file) return absl::InternalError(absl::StrCat("--json ", path, ": cannot write"));
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -327,7 +315,7 @@ int RunCompareBench(const CompareOptions& o) {
       "#   round them (int8 for INT4, BF16 for BF16 on avx512/amx).\n",
       static_cast<long long>(o.check_tokens));
   if (!o.json.empty()) {
-    if (const absl::Status written = WriteCompareJson(o.json, context, json_rows); !written.ok()) {
+    if (const absl::Status written = WriteJsonReport(o.json, context, json_rows); !written.ok()) {
       return Fail(written, kExitRuntimeError);
     }
   }

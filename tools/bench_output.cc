@@ -207,13 +207,19 @@ nlohmann::ordered_json RowJson(const BenchRow& r) {
   return row;
 }
 
+absl::Status WriteJsonReport(const std::string& path, const nlohmann::ordered_json& context,
+                             const nlohmann::ordered_json& rows) {
+  nlohmann::ordered_json json;
+  json["context"] = context;
+  json["rows"] = rows;
+  return WriteFile(path, json.dump(2) + "\n", "--json");
+}
+
 absl::Status WriteBenchJson(const std::string& path, const BenchContext& x,
                             const std::vector<BenchRow>& rows) {
-  nlohmann::ordered_json json;
-  json["context"] = ContextJson(x);
-  json["rows"] = nlohmann::ordered_json::array();
-  for (const BenchRow& r : rows) json["rows"].push_back(RowJson(r));
-  return WriteFile(path, json.dump(2) + "\n", "--json");
+  nlohmann::ordered_json json_rows = nlohmann::ordered_json::array();
+  for (const BenchRow& r : rows) json_rows.push_back(RowJson(r));
+  return WriteJsonReport(path, ContextJson(x), json_rows);
 }
 
 absl::Status WriteBenchCsv(const std::string& path, const BenchContext& x,

@@ -23,6 +23,11 @@ std::string SweepTableFooter(const BenchContext& context);
 nlohmann::ordered_json ContextJson(const BenchContext& context);
 nlohmann::ordered_json RowJson(const BenchRow& row);
 
+// {"context": context, "rows": rows} to `path` (the layout of every bench JSON file). Errors
+// name --json and the path.
+absl::Status WriteJsonReport(const std::string& path, const nlohmann::ordered_json& context,
+                             const nlohmann::ordered_json& rows);
+
 // {"context": ..., "rows": [...]} to `path`. Errors name --json and the path.
 absl::Status WriteBenchJson(const std::string& path, const BenchContext& context,
                             const std::vector<BenchRow>& rows);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 #include "kernels/cpu/cpu_isa.h"
 
@@ -80,6 +81,10 @@ void ConvertRowsToBf16(const float* x, int64_t ld_x, int64_t m, int64_t k, uint1
     for (int64_t i = 0; i < k; ++i) o[i] = FloatToBf16(row[i]);
     for (int64_t i = k; i < padded; ++i) o[i] = 0;
   }
+}
+
+bool CanStreamC(const PackedGemmParams& p) {
+  return p.stream_c && reinterpret_cast<uintptr_t>(p.c) % 64 == 0 && p.ldc % 16 == 0;
 }
 
 void PackedGemm(const PackedGemmParams& p) {

@@ -69,6 +69,9 @@ struct PackedGemmParams {
   bool stream_c = false;
 };
 void PackedGemm(const PackedGemmParams& p);
+// Whether the kernels may write p's final results with non-temporal stores: stream_c is asked
+// for and c's rows are 64-byte aligned (c and its row stride).
+bool CanStreamC(const PackedGemmParams& p);
 
 // One microkernel call: rows x 16 outputs of one panel over inputs [k0, k0 + kc).
 struct PanelTile {

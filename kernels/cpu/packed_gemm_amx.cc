@@ -293,9 +293,7 @@ void AmxPackedGemm(const PackedGemmParams& p) {
     return;
   }
   int config = -1;
-  // Streaming stores need 64-byte aligned rows: c and its row stride.
-  const bool can_stream =
-      p.stream_c && reinterpret_cast<uintptr_t>(p.c) % 64 == 0 && p.ldc % 16 == 0;
+  const bool can_stream = CanStreamC(p);
   // Row passes over each panel pair: pairs of row tiles (32 rows), or first passes of three
   // full row tiles (48 rows) where that takes fewer passes (65-96 rows: 2 instead of 3; 128:
   // 3 instead of 4). Each pass after the first reads the panels from L2; three row tiles run

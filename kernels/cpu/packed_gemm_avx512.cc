@@ -471,8 +471,7 @@ void Avx512PackedGemm(const PackedGemmParams& p) {
   const int64_t inputs_per_step = format == WeightFormat::kBF16   ? 2
                                   : format == WeightFormat::kInt4 ? 8
                                                                   : 1;
-  const bool can_stream =
-      p.stream_c && reinterpret_cast<uintptr_t>(p.c) % 64 == 0 && p.ldc % 16 == 0;
+  const bool can_stream = CanStreamC(p);
   // Row blocks of nearly equal size (the first `extra` one row more).
   const int64_t row_blocks = CeilDiv(p.m, b.rows);
   const int64_t block_rows = p.m / std::max<int64_t>(row_blocks, 1);
