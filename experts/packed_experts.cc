@@ -134,10 +134,11 @@ void ExpertWorkspace::Reserve(const PackedExperts& x, int64_t max_rows, int num_
   const kernels::GemmInput input = kernels::GemmInputFor(x.format, kernels::ActiveCpuIsa());
   const bool f32 = input == kernels::GemmInput::kF32;
   ld_hidden_ = RowStride(x.d_ff, sizeof(float));
+  ld_rows_ = RowStride(x.d_model, sizeof(float));
   ld_tile_ = RowStride(kPanelsPerItem * kPanelWidth, sizeof(float));
   if (f32) {
     hidden_.Reserve(max_rows * ld_hidden_);
-    rows_.Reserve(max_rows * x.d_model);
+    rows_.Reserve(max_rows * ld_rows_);
   }
   rows_in_.Reserve(input, max_rows, x.d_model);
   hidden_in_.Reserve(input, max_rows, x.d_ff);
@@ -193,6 +194,7 @@ absl::Status RunPackedExperts(const PackedExperts& x, const ExpertBatch& batch,
   const float* rows = !gather                             ? batch.rows
                       : input == kernels::GemmInput::kF32 ? ws->rows_.data()
                                                           : nullptr;
+  const int64_t ld_rows = gather ? ws->ld_rows_ : d_model;
   const auto gemm = [&](const kernels::PackedMatrix& w, const float* a, int64_t lda,
                         const GemmInputRows& prepared, const Item& item, float* c, int64_t ldc,
                         bool stream_c) {
@@ -222,7 +224,7 @@ absl::Status RunPackedExperts(const PackedExperts& x, const ExpertBatch& batch,
         const float* row = gather ? batch.tokens + batch.slot_of_row[r] / batch.top_k * d_model
                                   : batch.rows + r * d_model;
         if (input == kernels::GemmInput::kF32) {
-          std::copy(row, row + d_model, ws->rows_.data() + r * d_model);
+          std::copy(row, row + d_model, ws->rows_.data() + r * ws->ld_rows_);
         } else {
           ws->rows_in_.Prepare(row, d_model, r, 1, 0, d_model);
         }
@@ -248,13 +250,13 @@ absl::Status RunPackedExperts(const PackedExperts& x, const ExpertBatch& batch,
                            : tile + kRowTile * ld_tile;
       const int64_t ld_h = to_hidden ? ld_hidden : ld_tile;
       if (gated) {
-        gemm(x.gate[e], rows, d_model, ws->rows_in_, item, h, ld_h, false);
-        gemm(x.up[e], rows, d_model, ws->rows_in_, item, tile, ld_tile, false);
+        gemm(x.gate[e], rows, ld_rows, ws->rows_in_, item, h, ld_h, false);
+        gemm(x.up[e], rows, ld_rows, ws->rows_in_, item, tile, ld_tile, false);
         for (int64_t r = 0; r < m; ++r) {
           kernels::ApplyGatedActivation(kind, h + r * ld_h, tile + r * ld_tile, cols);
         }
       } else {
-        gemm(x.up[e], rows, d_model, ws->rows_in_, item, h, ld_h, false);
+        gemm(x.up[e], rows, ld_rows, ws->rows_in_, item, h, ld_h, false);
         for (int64_t r = 0; r < m; ++r) kernels::ApplyActivation(kind, h + r * ld_h, cols);
       }
       // The down projection's inputs for these columns, while they are in cache (col0 is a

@@ -79,11 +79,11 @@ class ExpertWorkspace {
     int64_t panel_end;
   };
   // Row strides (elements) of the buffers below: padded past their widths (see RowStride).
-  int64_t ld_hidden_ = 0, ld_tile_ = 0;
+  int64_t ld_hidden_ = 0, ld_tile_ = 0, ld_rows_ = 0;
   // [max_rows, ld_hidden_ >= d_ff]: the activation's output, when the down projection reads F32
   // (other inputs: hidden_in_ only, made from the thread's tiles).
   ScratchBuffer<float> hidden_;
-  ScratchBuffer<float> rows_;  // [max_rows, d_model]: gathered F32 rows (F32 kernels only)
+  ScratchBuffer<float> rows_;  // [max_rows, ld_rows_]: gathered F32 rows (F32 kernels only)
   // The gate / up projections' inputs (the rows) and the down projection's (hidden_, converted
   // by each gate / up item as it finishes its columns) when the kernels do not read F32.
   GemmInputRows rows_in_, hidden_in_;

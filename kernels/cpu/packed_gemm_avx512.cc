@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 
 #include "kernels/cpu/packed_gemm.h"
@@ -53,6 +54,7 @@ struct Tile {
   bool last = true;                    // apply column scales (INT8)
   bool prefetch = false;               // prefetch ahead in every panel stream
   bool stream = false;                 // final sums of whole panels: non-temporal stores
+  bool compact = false;                // F32 / INT8: the compact inner loop (FloatTile)
   int64_t bytes_per_input = 0;         // of a panel
   int64_t slice_bytes = 0;             // bytes of each panel in this call: kc inputs
   int wrap_panels = 0;                 // panels of the next tile whose streams continue this one's
@@ -88,10 +90,11 @@ class NextSliceCursor {
     p_ = base_ + panel_ * stride_ + (t.next_line % chunk_lines) * 64;
     end_ = base_ + panel_ * stride_ + chunk_;
   }
-  // Prefetches the next `lines_` lines (nothing past the slice) into L2: into L1 they evicted
-  // the current slice that the later row blocks reuse (measured: OLMoE F32 T = 128 9% faster).
-  MOE_INLINE void Step() {
-    for (int64_t i = 0; i < lines_ && panel_ < panels_; ++i) {
+  // Prefetches the next `lines_` lines per step (nothing past the slice) into L2: into L1 they
+  // evicted the current slice that the later row blocks reuse (measured: OLMoE F32 T = 128 9%
+  // faster).
+  MOE_INLINE void Step(int64_t steps = 1) {
+    for (int64_t i = 0; i < steps * lines_ && panel_ < panels_; ++i) {
       _mm_prefetch(reinterpret_cast<const char*>(p_), _MM_HINT_T1);
       p_ += 64;
       if (p_ >= end_) {
@@ -164,12 +167,60 @@ MOE_INLINE void Prefetch(const Tile& t, int p, int64_t offset) {
   if (address != nullptr) _mm_prefetch(reinterpret_cast<const char*>(address), _MM_HINT_T0);
 }
 
-// F32 and INT8 weights with F32 activations: 16 outputs of panel p at input kk.
+// Loads `insn` from base + q * stride (q = 0..3) into `out`, addressed from a base register and
+// the stride (and 3x it), so that four rows or panels take two or three registers instead of a
+// pointer each: with a pointer per row GCC ran out of registers and reloaded them from the stack
+// in every step of the 7 x 4 F32 tile.
+#define MOE_LOAD_STRIDED(insn, out, q, base, stride, stride3)           \
+  do {                                                                  \
+    if constexpr ((q) == 0) {                                           \
+      asm(insn " (%1), %0" : "=v"(out) : "r"(base));                    \
+    } else if constexpr ((q) == 1) {                                    \
+      asm(insn " (%1,%2,1), %0" : "=v"(out) : "r"(base), "r"(stride));  \
+    } else if constexpr ((q) == 2) {                                    \
+      asm(insn " (%1,%2,2), %0" : "=v"(out) : "r"(base), "r"(stride));  \
+    } else {                                                            \
+      asm(insn " (%1,%2,1), %0" : "=v"(out) : "r"(base), "r"(stride3)); \
+    }                                                                   \
+  } while (0)
+
+// Rows (or panels) 0-3 and 4-7 of a tile: two bases, a byte stride and 3x it.
+struct Strided {
+  const uint8_t* base0;
+  const uint8_t* base4;
+  int64_t stride;
+  int64_t stride3;
+  MOE_INLINE Strided(const void* first, int64_t stride_bytes)
+      : base0(static_cast<const uint8_t*>(first)),
+        base4(base0 + 4 * stride_bytes),
+        stride(stride_bytes),
+        stride3(3 * stride_bytes) {}
+  MOE_INLINE void Advance(int64_t bytes) {
+    base0 += bytes;
+    base4 += bytes;
+  }
+};
+
+// Row r's activation at the current input, broadcast to 16 lanes.
+template <int r>
+MOE_INLINE __m512 BroadcastRow(const Strided& a) {
+  __m512 x;
+  MOE_LOAD_STRIDED("vbroadcastss", x, r % 4, r < 4 ? a.base0 : a.base4, a.stride, a.stride3);
+  return x;
+}
+
+// F32 and INT8 weights with F32 activations: 16 outputs of panel p at the current input.
 struct F32Weights {
   static constexpr int64_t kBytesPerInput = 64;
   static constexpr bool kColumnScales = false;
   MOE_INLINE static __m512 Load(const uint8_t* panel, int64_t kk) {
     return _mm512_load_ps(reinterpret_cast<const float*>(panel) + kk * 16);
+  }
+  template <int p>
+  MOE_INLINE static __m512 Load(const Strided& w) {
+    __m512 v;
+    MOE_LOAD_STRIDED("vmovaps", v, p % 4, p < 4 ? w.base0 : w.base4, w.stride, w.stride3);
+    return v;
   }
 };
 struct Int8Weights {
@@ -179,13 +230,38 @@ struct Int8Weights {
     const __m128i q = _mm_load_si128(reinterpret_cast<const __m128i*>(panel + kk * 16));
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q));
   }
+  template <int p>
+  MOE_INLINE static __m512 Load(const Strided& w) {
+    __m512i q;
+    MOE_LOAD_STRIDED("vpmovsxbd", q, p % 4, p < 4 ? w.base0 : w.base4, w.stride, w.stride3);
+    return _mm512_cvtepi32_ps(q);
+  }
 };
+
+template <int... Is, class F>
+MOE_INLINE void ForEach(std::integer_sequence<int, Is...>, F&& f) {
+  (f(std::integral_constant<int, Is>()), ...);
+}
 
 template <class W, int R, int P>
 struct FloatTile {
+  // Inputs per segment: the next slice's prefetches for a segment are issued before its inner
+  // loop, which then needs no cursor registers.
+  static constexpr int64_t kSegment = 16;
+
   static void Run(const Tile& t) {
     __m512 acc[R][P];
     LoadAccumulators<R, P>(t, acc);
+    if (t.compact) {
+      RunCompact(t, acc);
+    } else {
+      RunStreaming(t, acc);
+    }
+    StoreAccumulators<R, P>(t, acc, W::kColumnScales);
+  }
+
+  // A pointer per row and panel, the next slice's lines prefetched in every step.
+  MOE_INLINE static void RunStreaming(const Tile& t, __m512 (&acc)[R][P]) {
     const float* a[R];
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) a[r] = t.a + r * t.lda + t.k0;
@@ -210,9 +286,51 @@ struct FloatTile {
         for (int p = 0; p < P; ++p) acc[r][p] = _mm512_fmadd_ps(x, wv[p], acc[r][p]);
       }
     }
-    StoreAccumulators<R, P>(t, acc, W::kColumnScales);
+  }
+
+  // Rows and panels addressed from two registers each (Strided), the next slice's lines
+  // prefetched per segment of inputs: no register spills but one accumulator's (7 x 4).
+  MOE_INLINE static void RunCompact(const Tile& t, __m512 (&acc)[R][P]) {
+    Strided a(t.a + t.k0, t.lda * static_cast<int64_t>(sizeof(float)));
+    Strided w(t.panel + t.k0 * W::kBytesPerInput, t.panel_stride);
+    NextSliceCursor next(t);
+    for (int64_t k0 = 0; k0 < t.kc; k0 += kSegment) {
+      const int64_t k1 = std::min(t.kc, k0 + kSegment);
+      next.Step(k1 - k0);
+      if (t.prefetch) {
+        Steps<true>(t, k0, k1, a, w, acc);
+      } else {
+        Steps<false>(t, k0, k1, a, w, acc);
+      }
+    }
+  }
+
+  // Inputs [k0, k1) of the tile (a and w at k0), with the streams' own prefetches when
+  // kPrefetch.
+  template <bool kPrefetch>
+  MOE_INLINE static void Steps(const Tile& t, int64_t k0, int64_t k1, Strided& a, Strided& w,
+                               __m512 (&acc)[R][P]) {
+    // Inputs per 64-byte line of one panel stream: prefetch once per line.
+    constexpr int64_t kLineMask = 64 / W::kBytesPerInput - 1;
+    for (int64_t kk = k0; kk < k1; ++kk) {
+      __m512 wv[P];
+      ForEach(std::make_integer_sequence<int, P>(),
+              [&](auto p) { wv[p()] = W::template Load<p()>(w); });
+      if (kPrefetch && (kk & kLineMask) == 0) {
+#pragma GCC unroll 8
+        for (int p = 0; p < P; ++p) Prefetch<P>(t, p, kk * W::kBytesPerInput);
+      }
+      ForEach(std::make_integer_sequence<int, R>(), [&](auto r) {
+        const __m512 x = BroadcastRow<r()>(a);
+#pragma GCC unroll 8
+        for (int p = 0; p < P; ++p) acc[r()][p] = _mm512_fmadd_ps(x, wv[p], acc[r()][p]);
+      });
+      a.Advance(sizeof(float));
+      w.Advance(W::kBytesPerInput);
+    }
   }
 };
+
 template <int R, int P>
 using F32Tile = FloatTile<F32Weights, R, P>;
 template <int R, int P>
@@ -361,6 +479,20 @@ Blocking BlockingFor(WeightFormat format, int64_t m) {
   return {7, 4, format == WeightFormat::kF32 && m <= 32 ? 64 : 128};
 }
 
+// Bytes per activation the kernels of a format read (GemmInputFor on AVX-512).
+int64_t InputBytes(WeightFormat format) {
+  switch (format) {
+    case WeightFormat::kBF16:
+      return 2;
+    case WeightFormat::kInt4:
+      return 1;
+    case WeightFormat::kF32:
+    case WeightFormat::kInt8:
+      break;
+  }
+  return 4;
+}
+
 const KernelTable& TableFor(WeightFormat format) {
   static const Table<F32Tile> f32;
   static const Table<Bf16Tile> bf16;
@@ -472,71 +604,85 @@ void Avx512PackedGemm(const PackedGemmParams& p) {
                                   : format == WeightFormat::kInt4 ? 8
                                                                   : 1;
   const bool can_stream = CanStreamC(p);
+  // The compact F32 / INT8 loop for more than 64 rows, where the weights are reused from the
+  // caches and the tiles bound the time: 128 rows (k = 4096) ran 8-10% faster with it. Up to
+  // 64 rows the weights' streaming bounds the time, and there the loop that prefetches the
+  // next slice in every step was 4-6% faster (Mixtral F32 T = 128, 32 rows per expert).
+  t.compact = p.m > 64;
   // Row blocks of nearly equal size (the first `extra` one row more).
   const int64_t row_blocks = CeilDiv(p.m, b.rows);
   const int64_t block_rows = p.m / std::max<int64_t>(row_blocks, 1);
   const int64_t extra = p.m - block_rows * row_blocks;
-  for (int64_t panel = p.panel_begin; panel < p.panel_end; panel += b.panels) {
+  // Slices (panel group, input block) in order: panel groups outermost (each panel's stream
+  // runs on from one slice to the next), unless the rows' inputs do not fit in half of L2
+  // (1 MiB): then input blocks outermost, so that the rows' block of inputs stays in L2 while
+  // every panel group uses it (the partial sums wait in c, in L2), instead of coming from L3
+  // again for each panel group (Mixtral's F32 down projection at 128 rows: 7 MiB of rows;
+  // measured 1-4% faster there, and 10-15% slower at 16-32 rows, where the inputs fit).
+  const int64_t input_blocks = std::max<int64_t>(CeilDiv(k, b.input_block), 1);
+  const int64_t groups = CeilDiv(p.panel_end - p.panel_begin, b.panels);
+  const bool blocks_outer = row_blocks > 1 && p.m * k * InputBytes(format) > (int64_t{1} << 20);
+  const auto slice_panel = [&](int64_t i) {
+    return p.panel_begin + (blocks_outer ? i % groups : i / input_blocks) * b.panels;
+  };
+  const auto slice_k0 = [&](int64_t i) {
+    return (blocks_outer ? i / groups : i % input_blocks) * b.input_block;
+  };
+  const int64_t slices = groups * input_blocks;
+  for (int64_t i = 0; i < slices; ++i) {
+    const int64_t panel = slice_panel(i);
+    const int64_t k0 = slice_k0(i);
     const int panels = static_cast<int>(std::min<int64_t>(b.panels, p.panel_end - panel));
     const int64_t last_cols = std::min<int64_t>(kPanelWidth, w.n - (panel + panels - 1) * 16);
     t.last_mask = static_cast<__mmask16>((1u << last_cols) - 1);
     t.panel = w.panel(panel);
     t.scales = w.panel_scale(panel);
-    for (int64_t k0 = 0; k0 < k || k0 == 0; k0 += b.input_block) {
-      t.k0 = k0;
-      t.kc = std::min(b.input_block, k - k0);
-      t.first = k0 == 0;
-      t.last = k0 + b.input_block >= k;
-      t.slice_bytes = t.kc * bytes_per_input;
-      // Streaming stores only where nothing reads the lines back (one pass over k): partial
-      // sums stay in cache for the next input block.
-      t.stream = can_stream && t.first && t.last;
-      // Decode (one row block over all of k): the streams run on into the next tile's panels
-      // (measured 7% faster Mixtral decode).
-      t.wrap_panels = 0;
-      if (row_blocks == 1 && t.last && t.first && panel + panels < p.panel_end) {
-        t.wrap_panels = static_cast<int>(std::min<int64_t>(p.panel_end - panel - panels, panels));
-        t.wrap_base = w.panel(panel + panels);
-        t.wrap_stride = w.panel_bytes;
+    t.k0 = k0;
+    t.kc = std::min(b.input_block, k - k0);
+    t.first = k0 == 0;
+    t.last = k0 + b.input_block >= k;
+    t.slice_bytes = t.kc * bytes_per_input;
+    // Streaming stores only where nothing reads the lines back (one pass over k): partial
+    // sums stay in cache for the next input block.
+    t.stream = can_stream && t.first && t.last;
+    // Decode (one row block over all of k): the streams run on into the next tile's panels
+    // (measured 7% faster Mixtral decode).
+    t.wrap_panels = 0;
+    if (row_blocks == 1 && t.last && t.first && panel + panels < p.panel_end) {
+      t.wrap_panels = static_cast<int>(std::min<int64_t>(p.panel_end - panel - panels, panels));
+      t.wrap_base = w.panel(panel + panels);
+      t.wrap_stride = w.panel_bytes;
+    }
+    // The slice after this one, prefetched while the row blocks reuse this one. Only when
+    // several row blocks share a slice: a slice streamed by one row block is prefetched ahead
+    // in its own streams (measured faster for decode).
+    t.next_base = nullptr;
+    if (row_blocks > 1 && i + 1 < slices) {
+      const int64_t next_panel = slice_panel(i + 1);
+      const int64_t next_k0 = slice_k0(i + 1);
+      t.next_base = w.panel(next_panel) + next_k0 * bytes_per_input;
+      t.next_panels = static_cast<int>(std::min<int64_t>(b.panels, p.panel_end - next_panel));
+      t.next_chunk = std::min(b.input_block, k - next_k0) * bytes_per_input;
+    }
+    t.next_stride = w.panel_bytes;
+    const int64_t steps = CeilDiv(t.kc, inputs_per_step);
+    t.next_lines =
+        t.next_base == nullptr ? 0 : CeilDiv(t.next_panels * t.next_chunk / 64, row_blocks * steps);
+    for (int64_t block = 0, r0 = 0; block < row_blocks; ++block) {
+      const int rows = static_cast<int>(block_rows + (block < extra ? 1 : 0));
+      // Only the first slice streams without having been prefetched by the one before.
+      t.prefetch = row_blocks == 1 || (i == 0 && r0 == 0);
+      t.next_line = block * steps * t.next_lines;
+      t.c = p.c + r0 * p.ldc + (panel - p.panel_begin) * kPanelWidth;
+      if (p.a != nullptr) t.a = p.a + r0 * p.lda;
+      if (p.a_bf16 != nullptr) t.a16 = p.a_bf16 + r0 * p.ld_bf16;
+      if (p.qa.q != nullptr) {
+        t.qa = p.qa.q + r0 * p.qa.ld_q;
+        t.a_scale = p.qa.scale + r0 * p.qa.ld_corr;
+        t.corr = p.qa.corr + r0 * p.qa.ld_corr;
       }
-      // The slice after this one: the next input block of these panels, else the first of the
-      // next panels. Only when several row blocks share a slice: a slice streamed by one row
-      // block is prefetched ahead in its own streams (measured faster for decode).
-      t.next_base = nullptr;
-      if (row_blocks == 1) {
-        // no next slice
-      } else if (k0 + b.input_block < k) {
-        t.next_base = t.panel + (k0 + b.input_block) * bytes_per_input;
-        t.next_panels = panels;
-        t.next_chunk = std::min(b.input_block, k - k0 - b.input_block) * bytes_per_input;
-      } else if (panel + b.panels < p.panel_end) {
-        t.next_base = w.panel(panel + b.panels);
-        t.next_panels =
-            static_cast<int>(std::min<int64_t>(b.panels, p.panel_end - panel - b.panels));
-        t.next_chunk = std::min(b.input_block, k) * bytes_per_input;
-      }
-      t.next_stride = w.panel_bytes;
-      const int64_t steps = CeilDiv(t.kc, inputs_per_step);
-      t.next_lines = t.next_base == nullptr
-                         ? 0
-                         : CeilDiv(t.next_panels * t.next_chunk / 64, row_blocks * steps);
-      for (int64_t block = 0, r0 = 0; block < row_blocks; ++block) {
-        const int rows = static_cast<int>(block_rows + (block < extra ? 1 : 0));
-        // Only the first slice streams without having been prefetched by the one before.
-        t.prefetch = row_blocks == 1 || (panel == p.panel_begin && k0 == 0 && r0 == 0);
-        t.next_line = block * steps * t.next_lines;
-        t.c = p.c + r0 * p.ldc + (panel - p.panel_begin) * kPanelWidth;
-        if (p.a != nullptr) t.a = p.a + r0 * p.lda;
-        if (p.a_bf16 != nullptr) t.a16 = p.a_bf16 + r0 * p.ld_bf16;
-        if (p.qa.q != nullptr) {
-          t.qa = p.qa.q + r0 * p.qa.ld_q;
-          t.a_scale = p.qa.scale + r0 * p.qa.ld_corr;
-          t.corr = p.qa.corr + r0 * p.qa.ld_corr;
-        }
-        kernels[rows][panels](t);
-        r0 += rows;
-      }
-      if (k == 0) break;
+      kernels[rows][panels](t);
+      r0 += rows;
     }
   }
   // The streamed lines are visible to other threads once the write-combining buffers drain.

@@ -199,10 +199,11 @@ TEST_P(PackedGemmTest, RowsDoNotDependOnTheRowCountOrThePanelSplit) {
   }
 }
 
-// Many rows over a long k (AMX runs them in chunks of k, keeping partial sums in C; one row
-// runs all of k at once): each row bitwise the same alone.
+// Many rows over a long k (AMX runs them in chunks of k, keeping partial sums in C; AVX-512
+// runs rows whose inputs exceed 1 MiB input block by input block across its panel groups, here
+// two; one row runs all of k at once): each row bitwise the same alone.
 TEST_P(PackedGemmTest, ChunksOfKGiveTheSameRowsAsOnePass) {
-  const Problem p = MakeProblem(300, 32, 4000, 13);
+  const Problem p = MakeProblem(300, 100, 4000, 13);
   for (WeightFormat f : kFormats) {
     const PackedMatrix w = PackMatrix(p.w.data(), p.k, p.n, p.k, f);
     const std::vector<float> all = RunGemm(p, w, p.n);
@@ -398,16 +399,19 @@ TEST(CpuIsaTest, Avx512F32AndInt4AreBitwiseTheAvx2Results) {
   if (static_cast<int>(DetectedCpuIsa()) < static_cast<int>(CpuIsa::kAvx512)) {
     GTEST_SKIP() << "this CPU runs " << CpuIsaName(DetectedCpuIsa()) << ", not avx512";
   }
-  const Problem p = MakeProblem(23, 70, 333, 17);
-  for (WeightFormat f : {WeightFormat::kF32, WeightFormat::kInt4}) {
-    const PackedMatrix w = PackMatrix(p.w.data(), p.k, p.n, p.k, f);
-    ASSERT_TRUE(SetCpuIsa("avx2").ok());
-    const std::vector<float> avx2 = RunGemm(p, w, p.n);
-    ASSERT_TRUE(SetCpuIsa("avx512").ok());
-    const std::vector<float> avx512 = RunGemm(p, w, p.n);
-    ASSERT_TRUE(SetCpuIsa("auto").ok());
-    for (size_t i = 0; i < avx2.size(); ++i) {
-      ASSERT_EQ(avx2[i], avx512[i]) << WeightFormatName(f) << " element " << i;
+  // The second shape's rows (1.3 MB of F32 inputs) run input block by input block across
+  // two panel groups on AVX-512.
+  for (const Problem& p : {MakeProblem(23, 70, 333, 17), MakeProblem(80, 100, 4000, 19)}) {
+    for (WeightFormat f : {WeightFormat::kF32, WeightFormat::kInt4}) {
+      const PackedMatrix w = PackMatrix(p.w.data(), p.k, p.n, p.k, f);
+      ASSERT_TRUE(SetCpuIsa("avx2").ok());
+      const std::vector<float> avx2 = RunGemm(p, w, p.n);
+      ASSERT_TRUE(SetCpuIsa("avx512").ok());
+      const std::vector<float> avx512 = RunGemm(p, w, p.n);
+      ASSERT_TRUE(SetCpuIsa("auto").ok());
+      for (size_t i = 0; i < avx2.size(); ++i) {
+        ASSERT_EQ(avx2[i], avx512[i]) << WeightFormatName(f) << " m=" << p.m << " element " << i;
+      }
     }
   }
 }
