@@ -108,6 +108,8 @@ absl::StatusOr<BenchOptions> ParseBenchOptions(const std::vector<std::string>& p
     return absl::InvalidArgumentError(
         absl::StrCat("flag --input_skew: expected 0 to 1000, got ", r.input_skew));
   }
+  r.skew = absl::GetFlag(FLAGS_skew);
+  if (!r.skew.empty()) MOE_RETURN_IF_ERROR(gating::ParseSkewSpec(r.skew).status());
   r.check_tokens = absl::GetFlag(FLAGS_check_tokens);
   if (r.check_tokens < 0) {
     return absl::InvalidArgumentError(
@@ -134,7 +136,7 @@ absl::StatusOr<BenchOptions> ParseBenchOptions(const std::vector<std::string>& p
       return absl::InvalidArgumentError("flag --rebalance: needs --steps >= 2");
     }
   } else {
-    for (const char* flag : {"placement", "skew", "rebalance", "timeout"}) {
+    for (const char* flag : {"placement", "rebalance", "timeout"}) {
       if (FlagGiven(flag)) {
         return absl::InvalidArgumentError(absl::StrCat("flag --", flag, " needs --ep N > 1"));
       }
@@ -202,6 +204,10 @@ int BenchCommand(const std::vector<std::string>& positional) {
 
   absl::StatusOr<config::LayerConfig> config = config::LoadLayerConfig(o.config_source);
   if (!config.ok()) return Fail(config.status(), kExitRuntimeError);
+  if (const absl::Status fits = SkewSelection(o.row.skew, *config, o.row.seed).status();
+      !fits.ok()) {
+    return Fail(fits, kExitUsageError);
+  }
   if (o.ep > 1) {
     EpBenchOptions ep;
     ep.config = *config;
@@ -212,7 +218,7 @@ int BenchCommand(const std::vector<std::string>& positional) {
     ep.ep = o.ep;
     ep.timeout_seconds = absl::GetFlag(FLAGS_timeout);
     ep.placement_file = absl::GetFlag(FLAGS_placement);
-    ep.skew = absl::GetFlag(FLAGS_skew);
+    ep.skew = o.row.skew;
     ep.rebalance = absl::GetFlag(FLAGS_rebalance);
     ep.json = o.json;
     ep.trace = o.trace;
@@ -230,6 +236,7 @@ int BenchCommand(const std::vector<std::string>& positional) {
     compare.steps = FlagGiven("steps") ? o.row.steps : 4;
     compare.normal_inputs = o.row.normal_inputs;
     compare.input_skew = o.row.input_skew;
+    compare.skew = o.row.skew;
     compare.check_tokens = o.row.check_tokens;
     compare.seed = o.row.seed;
     compare.json = o.json;
@@ -260,6 +267,7 @@ int BenchCommand(const std::vector<std::string>& positional) {
   context.ep_ranks = o.row.ep_ranks;
   context.steps = o.row.steps;
   context.input_skew = o.row.input_skew;
+  context.skew = o.row.skew;
   context.sweep = sweep ? SweepText(o.sweep) : "";
   context.tokens = o.tokens;
   context.hold = HoldName(o.hold);

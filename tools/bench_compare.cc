@@ -197,6 +197,7 @@ int RunCompareBench(const CompareOptions& o) {
       {"repeats", o.repeats},
       {"steps", o.steps},
       {"input_skew", o.input_skew},
+      {"skew", o.skew},
       {"sgemm", probes.sgemm_source()},
       {"bf16_gemm", probes.bf16_source()},
       {"openblas_note", std::getenv(kOpenBlasNoteVariable) != nullptr
@@ -208,15 +209,31 @@ int RunCompareBench(const CompareOptions& o) {
               "%roof", "%gemm", "%triad", "plain_ms", "x_plain", "err_f32", "#wrong");
   std::fflush(stdout);
 
-  // Inputs per (routing, token count), rotated through by every format.
-  std::vector<double> skews = {0};
-  if (o.input_skew > 0) skews.push_back(o.input_skew);
+  // Inputs per (routing, token count), rotated through by every format: the router's own
+  // choice, inputs leaning one way (--input_skew), experts drawn from --skew.
+  struct Routing {
+    std::string label;
+    double input_skew = 0;
+    bool drawn = false;
+  };
+  std::vector<Routing> routings = {{"uniform"}};
+  if (o.input_skew > 0) routings.push_back({absl::StrCat("skew", o.input_skew), o.input_skew});
+  absl::StatusOr<std::optional<gating::SkewedSelection>> drawn = SkewSelection(o.skew, c, o.seed);
+  if (!drawn.ok()) return Fail(drawn.status(), kExitUsageError);
+  if (drawn->has_value()) routings.push_back({o.skew, 0, true});
   std::map<std::pair<int, int64_t>, std::vector<Tensor>> inputs;
-  for (size_t s = 0; s < skews.size(); ++s) {
+  for (size_t s = 0; s < routings.size(); ++s) {
     for (int64_t t : o.tokens) {
       std::vector<Tensor>& batch = inputs[{static_cast<int>(s), t}];
       for (int step = 0; step < o.steps; ++step) {
-        batch.push_back(RandomHidden(t, c.d_model(), o.seed, step, o.normal_inputs, skews[s]));
+        Tensor hidden =
+            RandomHidden(t, c.d_model(), o.seed, step, o.normal_inputs, routings[s].input_skew);
+        if (routings[s].drawn) {
+          const absl::Status applied =
+              ApplySkew(**drawn, c, weights->router, static_cast<uint64_t>(step * t), &hidden);
+          if (!applied.ok()) return Fail(applied, kExitRuntimeError);
+        }
+        batch.push_back(std::move(hidden));
       }
     }
   }
@@ -235,7 +252,7 @@ int RunCompareBench(const CompareOptions& o) {
         MoeLayer::Create(c, weights, {.experts = {.weight_format = f}});
     if (!layer.ok()) return Fail(layer.status(), kExitRuntimeError);
     const std::unique_ptr<MoeLayerWeights> check_weights = EffectiveLayerWeights(*layer);
-    for (size_t s = 0; s < skews.size(); ++s) {
+    for (size_t s = 0; s < routings.size(); ++s) {
       for (int64_t t : o.tokens) {
         const std::pair<int, int64_t> key = {static_cast<int>(s), t};
         if (f == WeightFormat::kF32 && plain.has_value()) {
@@ -258,11 +275,10 @@ int RunCompareBench(const CompareOptions& o) {
         std::printf(
             "%-8s %-5s %7lld %10.3f %10.1f %8.1f %7.2f %7.0f %6.1f %5.0f%% %5.0f%% %5.0f%% %10s "
             "%8s %8.2g %7lld\n",
-            s == 0 ? "uniform" : absl::StrCat("skew", skews[s]).c_str(),
-            std::string(kernels::WeightFormatName(f)).c_str(), static_cast<long long>(t),
-            m->seconds * 1e3, static_cast<double>(t) / m->seconds, gflops, gbps, m->gemm_gflops,
-            m->triad_gbps, 100 * roofline / m->seconds, 100 * gflops / m->gemm_gflops,
-            100 * gbps / m->triad_gbps,
+            routings[s].label.c_str(), std::string(kernels::WeightFormatName(f)).c_str(),
+            static_cast<long long>(t), m->seconds * 1e3, static_cast<double>(t) / m->seconds,
+            gflops, gbps, m->gemm_gflops, m->triad_gbps, 100 * roofline / m->seconds,
+            100 * gflops / m->gemm_gflops, 100 * gbps / m->triad_gbps,
             plain_time == plain_seconds.end()
                 ? "-"
                 : absl::StrFormat("%.3f", plain_time->second * 1e3).c_str(),
@@ -273,7 +289,7 @@ int RunCompareBench(const CompareOptions& o) {
         std::fflush(stdout);
         const bool has_plain = plain_time != plain_seconds.end();
         json_rows.push_back(
-            {{"routing", s == 0 ? "uniform" : absl::StrCat("skew", skews[s])},
+            {{"routing", routings[s].label},
              {"dtype", std::string(kernels::WeightFormatName(f))},
              {"tokens", t},
              {"time_ms", m->seconds * 1e3},

@@ -21,7 +21,8 @@ struct CompareOptions {
   int warmup = 1;
   int steps = 4;  // input batches the timed forwards rotate through
   bool normal_inputs = true;
-  double input_skew = 0;  // > 0: a second pass with router-skewed inputs (RandomHidden)
+  double input_skew = 0;  // > 0: a pass with router-skewed inputs (RandomHidden), "skewS"
+  std::string skew;       // non-empty: a pass with the experts drawn from this --skew SPEC
   int64_t check_tokens = 16;
   uint64_t seed = 1;
   bool plain = true;  // also time the plain reference experts (F32)

@@ -41,36 +41,6 @@ double MaxOverMean(const std::vector<int64_t>& v) {
   return sum > 0 ? static_cast<double>(max) * static_cast<double>(v.size()) / sum : 0;
 }
 
-// --skew: the experts of every token of the row are drawn from the spec (SkewedSelection on
-// zero logits), and the token's hidden state is reshaped so that the real router selects
-// them: x = 0.1 * x + 4 * sum_j Wr[e_j] / |Wr[e_j]|^2 (random router rows are nearly
-// orthogonal, so the drawn experts' logits are ~4 and the others' ~0).
-absl::Status ApplySkew(const gating::SkewedSelection& skew, const config::LayerConfig& c,
-                       const Tensor& router, uint64_t first_token, Tensor* hidden) {
-  const int64_t t_count = hidden->dim(0), d = c.d_model(), e_count = c.num_experts();
-  std::vector<float> zeros(static_cast<size_t>(t_count * e_count), 0.0f);
-  std::vector<int32_t> ids(static_cast<size_t>(t_count * c.top_k()));
-  std::vector<float> w(ids.size());
-  MOE_RETURN_IF_ERROR(skew.Resample(c, zeros.data(), t_count, first_token, ids.data(), w.data()));
-  const float* wr = router.data<float>();
-  std::vector<double> inv_norm2(static_cast<size_t>(e_count));
-  for (int64_t e = 0; e < e_count; ++e) {
-    double s = 0;
-    for (int64_t i = 0; i < d; ++i) s += double(wr[e * d + i]) * wr[e * d + i];
-    inv_norm2[static_cast<size_t>(e)] = s > 0 ? 1.0 / s : 0;
-  }
-  float* x = hidden->data<float>();
-  for (int64_t t = 0; t < t_count; ++t) {
-    for (int64_t i = 0; i < d; ++i) x[t * d + i] *= 0.1f;
-    for (int64_t j = 0; j < c.top_k(); ++j) {
-      const int32_t e = ids[static_cast<size_t>(t * c.top_k() + j)];
-      const float scale = static_cast<float>(4.0 * inv_norm2[static_cast<size_t>(e)]);
-      for (int64_t i = 0; i < d; ++i) x[t * d + i] += scale * wr[e * d + i];
-    }
-  }
-  return absl::OkStatus();
-}
-
 // Rows [begin, end) of a [T, d] F32 tensor.
 Tensor Rows(const Tensor& all, int64_t begin, int64_t end) {
   Tensor part = Tensor::Zeros(DType::kF32, {end - begin, all.dim(1)});
@@ -404,15 +374,10 @@ int RunEpBench(const EpBenchOptions& o) {
   comm::MpiCommunicator* comm = (*ep)->comm.get();
   const bool root = comm->rank() == 0;
   Worker worker{o, comm, std::nullopt};
-  if (!o.skew.empty()) {
-    absl::StatusOr<gating::SkewSpec> spec = gating::ParseSkewSpec(o.skew);
-    absl::StatusOr<gating::SkewedSelection> sel =
-        spec.ok() ? gating::SkewedSelection::Create(*spec, o.config.num_experts(), o.config.top_k(),
-                                                    o.row.seed)
-                  : absl::StatusOr<gating::SkewedSelection>(spec.status());
-    if (!sel.ok()) return root ? Fail(sel.status(), kExitUsageError) : kExitUsageError;
-    worker.skew.emplace(*std::move(sel));
-  }
+  absl::StatusOr<std::optional<gating::SkewedSelection>> sel =
+      SkewSelection(o.skew, o.config, o.row.seed);
+  if (!sel.ok()) return root ? Fail(sel.status(), kExitUsageError) : kExitUsageError;
+  worker.skew = *std::move(sel);
   if (root) PrintHeader(o, comm->size());
   if (!o.trace.empty()) trace::Enable();
   std::vector<EpRow> rows;

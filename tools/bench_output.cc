@@ -65,8 +65,9 @@ std::string SweepTableHeader(const BenchContext& x) {
   absl::StrAppendFormat(
       &text,
       "# weights: random F32 (seed %d), created per config; inputs: %s (seed %d), "
-      "%d step%s, skew %g\n",
-      x.seed, x.input_dist, x.seed, x.steps, x.steps > 1 ? "s" : "", x.input_skew);
+      "%d step%s, skew %g%s\n",
+      x.seed, x.input_dist, x.seed, x.steps, x.steps > 1 ? "s" : "", x.input_skew,
+      x.skew.empty() ? "" : absl::StrCat(", experts drawn from --skew ", x.skew));
   absl::StrAppendFormat(&text, "# machine: %s, %d cores, isa %s; threads %d; commit %s\n", x.cpu,
                         x.cores, x.isa.empty() ? "-" : absl::StrJoin(x.isa, " "), x.threads,
                         x.commit);
@@ -146,6 +147,7 @@ nlohmann::ordered_json ContextJson(const BenchContext& x) {
       {"steps", x.steps},
       {"input_dist", x.input_dist},
       {"input_skew", x.input_skew},
+      {"skew", x.skew},
       {"cpu", x.cpu},
       {"cores", x.cores},
       {"isa", isa},

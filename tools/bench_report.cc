@@ -211,8 +211,9 @@ std::string TableHeader(const BenchContext& x) {
       ActivationName(c), config::SharedExpertsDff(c), capacity);
   absl::StrAppendFormat(&text,
                         "# weights: %.2f GB F32, random (seed %d), initialized in %.1f s; "
-                        "inputs: %s (seed %d)\n",
-                        x.weight_gb, x.seed, x.weight_init_seconds, x.input_dist, x.seed);
+                        "inputs: %s (seed %d)%s\n",
+                        x.weight_gb, x.seed, x.weight_init_seconds, x.input_dist, x.seed,
+                        x.skew.empty() ? "" : absl::StrCat(", experts drawn from --skew ", x.skew));
   absl::StrAppendFormat(&text, "# machine: %s, %d cores; threads %d; commit %s\n", x.cpu, x.cores,
                         x.threads, x.commit);
   absl::StrAppendFormat(&text, "# experts: %s\n", x.kernels);

@@ -41,6 +41,7 @@ struct BenchContext {
   int ep_ranks = 1;                // --model_ranks: ranks the EP bytes are modelled for
   int steps = 1;                   // --steps
   double input_skew = 0;           // --input_skew
+  std::string skew;                // --skew SPEC (empty: the router's own choice)
   std::string sweep;               // SweepText, "" without --sweep
   std::vector<int64_t> tokens;     // the token counts of each config's rows
   std::string hold = "none";       // --hold

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <optional>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "moe/base/status_macros.h"
@@ -41,6 +43,44 @@ double RemoteRanksPerToken(const Tensor& topk_ids, int32_t num_experts, int32_t 
 }
 
 }  // namespace
+
+absl::StatusOr<std::optional<gating::SkewedSelection>> SkewSelection(
+    const std::string& spec, const config::LayerConfig& config, uint64_t seed) {
+  if (spec.empty()) return std::optional<gating::SkewedSelection>();
+  MOE_ASSIGN_OR_RETURN(gating::SkewSpec parsed, gating::ParseSkewSpec(spec));
+  MOE_ASSIGN_OR_RETURN(
+      gating::SkewedSelection selection,
+      gating::SkewedSelection::Create(parsed, config.num_experts(), config.top_k(), seed));
+  return std::optional<gating::SkewedSelection>(std::move(selection));
+}
+
+absl::Status ApplySkew(const gating::SkewedSelection& skew, const config::LayerConfig& config,
+                       const Tensor& router, uint64_t first_token, Tensor* hidden) {
+  const int64_t t_count = hidden->dim(0), d = config.d_model(), e_count = config.num_experts();
+  const int32_t top_k = config.top_k();
+  std::vector<float> zeros(static_cast<size_t>(t_count * e_count), 0.0f);
+  std::vector<int32_t> ids(static_cast<size_t>(t_count * top_k));
+  std::vector<float> w(ids.size());
+  MOE_RETURN_IF_ERROR(
+      skew.Resample(config, zeros.data(), t_count, first_token, ids.data(), w.data()));
+  const float* wr = router.data<float>();
+  std::vector<double> inv_norm2(static_cast<size_t>(e_count));
+  for (int64_t e = 0; e < e_count; ++e) {
+    double s = 0;
+    for (int64_t i = 0; i < d; ++i) s += double(wr[e * d + i]) * wr[e * d + i];
+    inv_norm2[static_cast<size_t>(e)] = s > 0 ? 1.0 / s : 0;
+  }
+  float* x = hidden->data<float>();
+  for (int64_t t = 0; t < t_count; ++t) {
+    for (int64_t i = 0; i < d; ++i) x[t * d + i] *= 0.1f;
+    for (int64_t j = 0; j < top_k; ++j) {
+      const int32_t e = ids[static_cast<size_t>(t * top_k + j)];
+      const float scale = static_cast<float>(4.0 * inv_norm2[static_cast<size_t>(e)]);
+      for (int64_t i = 0; i < d; ++i) x[t * d + i] += scale * wr[e * d + i];
+    }
+  }
+  return absl::OkStatus();
+}
 
 double Median(std::vector<double> values) {
   if (values.empty()) return 0;
@@ -100,9 +140,15 @@ absl::StatusOr<BenchRow> MeasureRow(const MoeLayer& layer, const RowOptions& o, 
   if (o.ep_ranks > 1) row.rank_load_before.assign(static_cast<size_t>(o.ep_ranks), 0);
   std::vector<double> total, route, plan, experts, combine;
   double flop = 0, bytes = 0, load_ratio = 0, remote = 0;  // sums over steps
+  MOE_ASSIGN_OR_RETURN(const std::optional<gating::SkewedSelection> skew,
+                       SkewSelection(o.skew, c, o.seed));
   for (int step = 0; step < o.steps; ++step) {
-    const Tensor hidden =
+    Tensor hidden =
         RandomHidden(num_tokens, c.d_model(), o.seed, step, o.normal_inputs, o.input_skew);
+    if (skew) {
+      MOE_RETURN_IF_ERROR(ApplySkew(*skew, c, layer.weights().router,
+                                    static_cast<uint64_t>(step * num_tokens), &hidden));
+    }
     if (step == 0) {
       for (int i = 0; i < o.warmup; ++i) {
         trace::TraceScope scope("warm-up forward", "bench");

@@ -3,8 +3,11 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
+#include <string>
 
 #include "absl/status/statusor.h"
+#include "gating/routing_skew.h"
 #include "moe/base/tensor.h"
 #include "moe/moe_layer.h"
 #include "tools/bench_check.h"
@@ -19,6 +22,7 @@ struct RowOptions {
   int steps = 1;              // input batches, each with fresh random hidden states
   bool normal_inputs = true;  // N(0, 1), else uniform [-1, 1)
   double input_skew = 0;      // see RandomHidden
+  std::string skew;           // --skew SPEC (see SkewSelection); empty: the router's own choice
   int64_t check_tokens = 0;   // tokens of the first step checked in float64
   int32_t ep_ranks = 1;       // ranks of the EP traffic model
   uint64_t seed = 1;
@@ -36,6 +40,20 @@ double Median(std::vector<double> values);
 // is what `moe bench` has always used.
 Tensor RandomHidden(int64_t num_tokens, int64_t d_model, uint64_t seed, int step, bool normal,
                     double input_skew);
+
+// --skew SPEC for a layer config: the parsed spec's selection (seeded by `seed`), nullopt for an
+// empty SPEC. kInvalidArgument naming --skew and the spec when it does not parse or fit the
+// config (hot:N:P with N > experts, a trace of another expert count).
+absl::StatusOr<std::optional<gating::SkewedSelection>> SkewSelection(
+    const std::string& spec, const config::LayerConfig& config, uint64_t seed);
+
+// Draws the experts of every token of `hidden` [T, d_model] from `skew` (on zero logits) and
+// reshapes the token's hidden state so that the real router selects them:
+// x = 0.1 * x + 4 * sum_j Wr[e_j] / |Wr[e_j]|^2 (random router rows are nearly orthogonal, so
+// the drawn experts' logits are ~4 and the others' ~0). `first_token`: the global index of row
+// 0, so that every token draws differently.
+absl::Status ApplySkew(const gating::SkewedSelection& skew, const config::LayerConfig& config,
+                       const Tensor& router, uint64_t first_token, Tensor* hidden);
 
 // The config fields of a row: label, sizes, param counts, hold deviation, active bytes.
 void DescribePoint(const SweepPoint& point, Hold hold, BenchRow* row);

@@ -16,8 +16,9 @@
 ABSL_FLAG(std::string, loads, "",
           "Per-expert loads file: lines \"expert load\" (written by LoadStats::ToLoadsText).");
 ABSL_FLAG(std::string, skew, "",
-          "Synthetic loads instead of --loads: uniform, zipf:S, hot:N:P (N experts get fraction "
-          "P) or trace:FILE; the expert order is a permutation seeded by --seed.");
+          "uniform, zipf:S, hot:N:P (N experts get fraction P) or trace:FILE; the expert order is "
+          "a permutation seeded by --seed. plan/sim: synthetic loads instead of --loads; bench: "
+          "each token's experts are drawn from it.");
 ABSL_FLAG(int32_t, experts, 0, "Number of routed experts (with --skew; 0 = from --loads).");
 ABSL_FLAG(int32_t, ranks, 0, "Number of expert-parallel ranks.");
 ABSL_FLAG(int32_t, nodes, 0,

@@ -1,4 +1,6 @@
 // The `moe` command line: help, validate, bench, flag and argument errors.
+#include <algorithm>
+#include <cstdint>
 #include <fstream>
 #include <string>
 
@@ -219,6 +221,63 @@ TEST(MoeCliTest, BenchCompareRowsEveryFormatAgainstCeilingsWithZeroWrong) {
     EXPECT_NE(refused.err.find(std::string(flag) + ": not supported with --compare"),
               std::string::npos)
         << refused.err;
+  }
+}
+
+// --skew without --ep: the real router selects the drawn experts (hot:1:1 puts one expert in
+// every token's top-k), the header and JSON name the spec; --compare adds rows routed so.
+TEST(MoeCliTest, BenchSkewDrawsTheExpertsTheRouterSelects) {
+  const std::string json_path = TempPath("skew.json");
+  CliResult r = RunMoe({"bench", "--config", "tiny", "--tokens", "256", "--repeats=1", "--skew",
+                        "hot:1:1", "--json", json_path});
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  EXPECT_NE(r.out.find("experts drawn from --skew hot:1:1"), std::string::npos) << r.out;
+  nlohmann::json json = nlohmann::json::parse(ReadWholeFile(json_path), nullptr, false);
+  ASSERT_FALSE(json.is_discarded()) << ReadWholeFile(json_path);
+  EXPECT_EQ(json["context"]["skew"], "hot:1:1");
+  const auto& load = json["rows"][0]["expert_load"][0];
+  ASSERT_EQ(load.size(), 8u);
+  int64_t hot = 0, total = 0;
+  for (const auto& x : load)
+    hot = std::max<int64_t>(hot, x.get<int64_t>()), total += x.get<int64_t>();
+  EXPECT_EQ(total, 512);  // 256 tokens x top-2
+  EXPECT_EQ(hot, 256) << load;
+  EXPECT_EQ(json["rows"][0]["wrong"], 0);
+
+  // Without --skew the same inputs spread over the experts.
+  CliResult plain =
+      RunMoe({"bench", "--config", "tiny", "--tokens", "256", "--repeats=1", "--json", json_path});
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  json = nlohmann::json::parse(ReadWholeFile(json_path), nullptr, false);
+  ASSERT_FALSE(json.is_discarded());
+  for (const auto& x : json["rows"][0]["expert_load"][0]) EXPECT_LT(x.get<int64_t>(), 128) << x;
+
+  CliResult compare =
+      RunMoe({"bench", "--compare", "--config", "tiny", "--tokens", "64", "--repeats=1",
+              "--weight_dtype", "f32,int8", "--skew", "zipf:1.2", "--json", json_path});
+  ASSERT_EQ(compare.exit_code, 0) << compare.err << compare.out;
+  json = nlohmann::json::parse(ReadWholeFile(json_path), nullptr, false);
+  ASSERT_FALSE(json.is_discarded()) << ReadWholeFile(json_path);
+  ASSERT_EQ(json["rows"].size(), 4u);
+  const char* routings[] = {"uniform", "zipf:1.2", "uniform", "zipf:1.2"};
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(json["rows"][i]["routing"], routings[i]);
+    EXPECT_EQ(json["rows"][i]["wrong"], 0);
+  }
+  EXPECT_EQ(json["context"]["skew"], "zipf:1.2");
+  EXPECT_NE(compare.out.find("\nzipf:1.2 f32"), std::string::npos) << compare.out;
+}
+
+TEST(MoeCliTest, BenchBadSkewIsAUsageErrorNamingTheSpec) {
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"bench", "--config", "tiny", "--skew", "zipf:x"},
+        std::vector<std::string>{"bench", "--config", "tiny", "--skew", "hot:9:0.5"},
+        std::vector<std::string>{"bench", "--compare", "--config", "tiny", "--skew",
+                                 "hot:9:0.5"}}) {
+    CliResult r = RunMoe(args);
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    ExpectOneErrorLine(r);
+    EXPECT_NE(r.err.find("--skew '" + args.back() + "'"), std::string::npos) << r.err;
   }
 }
 
