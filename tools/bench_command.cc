@@ -108,8 +108,9 @@ absl::StatusOr<BenchOptions> ParseBenchOptions(const std::vector<std::string>& p
     return absl::InvalidArgumentError(
         absl::StrCat("flag --input_skew: expected 0 to 1000, got ", r.input_skew));
   }
-  r.skew = absl::GetFlag(FLAGS_skew);
-  if (!r.skew.empty()) MOE_RETURN_IF_ERROR(gating::ParseSkewSpec(r.skew).status());
+  if (const std::string skew = absl::GetFlag(FLAGS_skew); !skew.empty()) {
+    MOE_ASSIGN_OR_RETURN(r.skew, gating::ParseSkewSpec(skew));
+  }
   r.check_tokens = absl::GetFlag(FLAGS_check_tokens);
   if (r.check_tokens < 0) {
     return absl::InvalidArgumentError(
@@ -218,7 +219,6 @@ int BenchCommand(const std::vector<std::string>& positional) {
     ep.ep = o.ep;
     ep.timeout_seconds = absl::GetFlag(FLAGS_timeout);
     ep.placement_file = absl::GetFlag(FLAGS_placement);
-    ep.skew = o.row.skew;
     ep.rebalance = absl::GetFlag(FLAGS_rebalance);
     ep.json = o.json;
     ep.trace = o.trace;
@@ -267,7 +267,7 @@ int BenchCommand(const std::vector<std::string>& positional) {
   context.ep_ranks = o.row.ep_ranks;
   context.steps = o.row.steps;
   context.input_skew = o.row.input_skew;
-  context.skew = o.row.skew;
+  context.skew = SkewText(o.row.skew);
   context.sweep = sweep ? SweepText(o.sweep) : "";
   context.tokens = o.tokens;
   context.hold = HoldName(o.hold);

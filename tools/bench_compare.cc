@@ -197,7 +197,7 @@ int RunCompareBench(const CompareOptions& o) {
       {"repeats", o.repeats},
       {"steps", o.steps},
       {"input_skew", o.input_skew},
-      {"skew", o.skew},
+      {"skew", SkewText(o.skew)},
       {"sgemm", probes.sgemm_source()},
       {"bf16_gemm", probes.bf16_source()},
       {"openblas_note", std::getenv(kOpenBlasNoteVariable) != nullptr
@@ -220,7 +220,7 @@ int RunCompareBench(const CompareOptions& o) {
   if (o.input_skew > 0) routings.push_back({absl::StrCat("skew", o.input_skew), o.input_skew});
   absl::StatusOr<std::optional<gating::SkewedSelection>> drawn = SkewSelection(o.skew, c, o.seed);
   if (!drawn.ok()) return Fail(drawn.status(), kExitUsageError);
-  if (drawn->has_value()) routings.push_back({o.skew, 0, true});
+  if (drawn->has_value()) routings.push_back({o.skew->text, 0, true});
   std::map<std::pair<int, int64_t>, std::vector<Tensor>> inputs;
   for (size_t s = 0; s < routings.size(); ++s) {
     for (int64_t t : o.tokens) {

@@ -3,10 +3,12 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "configs/moe_config.pb.h"
+#include "gating/routing_skew.h"
 #include "kernels/cpu/packed_weights.h"
 
 namespace moe::tools {
@@ -22,7 +24,7 @@ struct CompareOptions {
   int steps = 4;  // input batches the timed forwards rotate through
   bool normal_inputs = true;
   double input_skew = 0;  // > 0: a pass with router-skewed inputs (RandomHidden), "skewS"
-  std::string skew;       // non-empty: a pass with the experts drawn from this --skew SPEC
+  std::optional<gating::SkewSpec> skew;  // a pass with the experts drawn from --skew SPEC
   int64_t check_tokens = 16;
   uint64_t seed = 1;
   bool plain = true;  // also time the plain reference experts (F32)

@@ -229,7 +229,7 @@ void PrintHeader(const EpBenchOptions& o, int n) {
       o.ep, c.name().c_str(), c.num_experts(), c.top_k(), static_cast<long long>(c.d_model()),
       static_cast<long long>(c.d_ff()), n, omp_get_max_threads(),
       o.placement_file.empty() ? "contiguous" : o.placement_file.c_str(),
-      o.skew.empty() ? "none (router)" : o.skew.c_str(), o.rebalance ? ", rebalance" : "",
+      o.row.skew ? o.row.skew->text.c_str() : "none (router)", o.rebalance ? ", rebalance" : "",
       o.row.steps, o.row.repeats);
   std::printf("%7s %9s %10s %6s %-24s %7s %9s %9s %8s %8s %8s %9s %9s %6s", "tokens", "time_ms",
               "tokens/s", "#wrong", "rank_rows", "max/mean", "sent_MB", "recv_MB", "a2a_ms",
@@ -283,7 +283,7 @@ absl::Status WriteJson(const EpBenchOptions& o, int n, const std::vector<EpRow>&
                      {"steps", o.row.steps},
                      {"repeats", o.row.repeats},
                      {"seed", o.row.seed},
-                     {"skew", o.skew},
+                     {"skew", SkewText(o.row.skew)},
                      {"placement", o.placement_file},
                      {"rebalance", o.rebalance}};
   json["rows"] = nlohmann::ordered_json::array();
@@ -375,7 +375,7 @@ int RunEpBench(const EpBenchOptions& o) {
   const bool root = comm->rank() == 0;
   Worker worker{o, comm, std::nullopt};
   absl::StatusOr<std::optional<gating::SkewedSelection>> sel =
-      SkewSelection(o.skew, o.config, o.row.seed);
+      SkewSelection(o.row.skew, o.config, o.row.seed);
   if (!sel.ok()) return root ? Fail(sel.status(), kExitUsageError) : kExitUsageError;
   worker.skew = *std::move(sel);
   if (root) PrintHeader(o, comm->size());

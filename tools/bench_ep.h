@@ -15,12 +15,11 @@ struct EpBenchOptions {
   config::LayerConfig config;
   std::string config_source;
   std::vector<int64_t> tokens;  // T per row, split over the ranks (TokenBlockBegin)
-  RowOptions row;               // repeats, warmup, steps, inputs, check_tokens, seed
+  RowOptions row;               // repeats, warmup, steps, inputs, skew, check_tokens, seed
   int threads = 0;
   int ep = 1;
   double timeout_seconds = 60;
   std::string placement_file;  // "" = contiguous blocks
-  std::string skew;            // "" = the router's own selection
   bool rebalance = false;
   std::string json;
   std::string trace;  // every rank's events merged into one file by rank 0; "" = none

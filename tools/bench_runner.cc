@@ -44,13 +44,16 @@ double RemoteRanksPerToken(const Tensor& topk_ids, int32_t num_experts, int32_t 
 
 }  // namespace
 
+std::string SkewText(const std::optional<gating::SkewSpec>& spec) {
+  return spec.has_value() ? spec->text : std::string();
+}
+
 absl::StatusOr<std::optional<gating::SkewedSelection>> SkewSelection(
-    const std::string& spec, const config::LayerConfig& config, uint64_t seed) {
-  if (spec.empty()) return std::optional<gating::SkewedSelection>();
-  MOE_ASSIGN_OR_RETURN(gating::SkewSpec parsed, gating::ParseSkewSpec(spec));
+    const std::optional<gating::SkewSpec>& spec, const config::LayerConfig& config, uint64_t seed) {
+  if (!spec.has_value()) return std::optional<gating::SkewedSelection>();
   MOE_ASSIGN_OR_RETURN(
       gating::SkewedSelection selection,
-      gating::SkewedSelection::Create(parsed, config.num_experts(), config.top_k(), seed));
+      gating::SkewedSelection::Create(*spec, config.num_experts(), config.top_k(), seed));
   return std::optional<gating::SkewedSelection>(std::move(selection));
 }
 

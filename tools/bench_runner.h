@@ -22,9 +22,10 @@ struct RowOptions {
   int steps = 1;              // input batches, each with fresh random hidden states
   bool normal_inputs = true;  // N(0, 1), else uniform [-1, 1)
   double input_skew = 0;      // see RandomHidden
-  std::string skew;           // --skew SPEC (see SkewSelection); empty: the router's own choice
-  int64_t check_tokens = 0;   // tokens of the first step checked in float64
-  int32_t ep_ranks = 1;       // ranks of the EP traffic model
+  // --skew SPEC, parsed once (a trace file is read then); none: the router's own choice.
+  std::optional<gating::SkewSpec> skew;
+  int64_t check_tokens = 0;  // tokens of the first step checked in float64
+  int32_t ep_ranks = 1;      // ranks of the EP traffic model
   uint64_t seed = 1;
   // The #wrong reference: weights (null: the layer's own F32 weights) and number-format model.
   const MoeLayerWeights* check_weights = nullptr;
@@ -41,11 +42,14 @@ double Median(std::vector<double> values);
 Tensor RandomHidden(int64_t num_tokens, int64_t d_model, uint64_t seed, int step, bool normal,
                     double input_skew);
 
-// --skew SPEC for a layer config: the parsed spec's selection (seeded by `seed`), nullopt for an
-// empty SPEC. kInvalidArgument naming --skew and the spec when it does not parse or fit the
-// config (hot:N:P with N > experts, a trace of another expert count).
+// The --skew spec as given, "" for none.
+std::string SkewText(const std::optional<gating::SkewSpec>& spec);
+
+// --skew SPEC for a layer config: the spec's selection (seeded by `seed`), nullopt for no
+// spec. kInvalidArgument naming --skew and the spec when it does not fit the config (hot:N:P
+// with N > experts, a trace of another expert count).
 absl::StatusOr<std::optional<gating::SkewedSelection>> SkewSelection(
-    const std::string& spec, const config::LayerConfig& config, uint64_t seed);
+    const std::optional<gating::SkewSpec>& spec, const config::LayerConfig& config, uint64_t seed);
 
 // Draws the experts of every token of `hidden` [T, d_model] from `skew` (on zero logits) and
 // reshapes the token's hidden state so that the real router selects them:
