@@ -37,8 +37,10 @@ bool HasAvx512Level() {
 }
 
 // CPUID leaf 7 EDX: AMX-BF16 (bit 22), AMX-TILE (bit 24); the OS must enable the tile state
-// (XCR0 bits 17-18) and grant this process its use (Linux: ARCH_REQ_XCOMP_PERM).
+// (XCR0 bits 17-18) and grant this process its use (Linux: ARCH_REQ_XCOMP_PERM). The amx
+// kernels also use AVX-512 VBMI byte permutes (every AMX CPU has them).
 bool HasAmx() {
+  if (!__builtin_cpu_supports("avx512vbmi")) return false;
   uint32_t eax, ebx, ecx, edx;
   if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
   if ((edx & (1u << 22)) == 0 || (edx & (1u << 24)) == 0) return false;

@@ -66,6 +66,8 @@ GemmInput GemmInputFor(WeightFormat format, CpuIsa isa) {
   if (format == WeightFormat::kBF16 && (isa == CpuIsa::kAvx512 || isa == CpuIsa::kAmx)) {
     return GemmInput::kBF16;
   }
+  // INT8 on AMX: the weights expand to BF16 tiles (packed_gemm_amx.cc).
+  if (format == WeightFormat::kInt8 && isa == CpuIsa::kAmx) return GemmInput::kBF16;
   return GemmInput::kF32;
 }
 
