@@ -328,7 +328,7 @@ int RunCompareBench(const CompareOptions& o) {
       "float64\n"
       "#   check of %lld tokens against the values the weights stand for and the inputs as the "
       "kernels\n"
-      "#   round them (int8 for INT4, BF16 for BF16 on avx512/amx).\n",
+      "#   round them (int8 for INT4, BF16 for BF16 on avx512/amx and for INT8 on amx).\n",
       static_cast<long long>(o.check_tokens));
   if (!o.json.empty()) {
     if (const absl::Status written = WriteJsonReport(o.json, context, json_rows); !written.ok()) {

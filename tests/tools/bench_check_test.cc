@@ -105,31 +105,40 @@ TEST(BenchCheckTest, QuantizedLayersHaveNoWrongElementsOnEveryIsa) {
   ASSERT_TRUE(kernels::SetCpuIsa("auto").ok());
 }
 
-// The BF16 kernels of AVX-512 and AMX round their inputs to BF16: a check that did not model it
-// would count wrong elements (so the model is what makes the count 0, not a loose bound).
+// The BF16 kernels of AVX-512 and AMX, and AMX's INT8 kernels, round their inputs to BF16: a
+// check that did not model it would count wrong elements (so the model is what makes the count
+// 0, not a loose bound).
 TEST(BenchCheckTest, Bf16InputRoundingIsModelledNotTolerated) {
   if (kernels::GemmInputFor(kernels::WeightFormat::kBF16, kernels::ActiveCpuIsa()) !=
       kernels::GemmInput::kBF16) {
     GTEST_SKIP() << "the " << kernels::CpuIsaName(kernels::ActiveCpuIsa())
                  << " BF16 kernels read F32 inputs (BF16 inputs need avx512 or amx)";
   }
-  const config::LayerConfig c = Config(kSwiglu);
-  const auto weights = std::make_shared<const MoeLayerWeights>(RandomLayerWeights(c, 7));
-  const Tensor hidden = Hidden(40, c.d_model(), 8);
-  absl::StatusOr<MoeLayer> layer =
-      MoeLayer::Create(c, weights, {.experts = {.weight_format = kernels::WeightFormat::kBF16}});
-  ASSERT_TRUE(layer.ok());
-  absl::StatusOr<LayerOutput> out = layer->Forward(hidden);
-  ASSERT_TRUE(out.ok());
-  const std::unique_ptr<MoeLayerWeights> effective = EffectiveLayerWeights(*layer);
-  const CheckOptions modelled = CheckOptionsFor(*layer);
-  EXPECT_EQ(modelled.activations, kernels::GemmInput::kBF16);
-  absl::StatusOr<CheckResult> good = CheckLayerOutput(c, *effective, hidden, *out, 40, modelled);
-  ASSERT_TRUE(good.ok());
-  EXPECT_EQ(good->wrong(), 0) << good->first_problem;
-  absl::StatusOr<CheckResult> unmodelled = CheckLayerOutput(c, *effective, hidden, *out, 40, {});
-  ASSERT_TRUE(unmodelled.ok());
-  EXPECT_GT(unmodelled->wrong(), 0);
+  for (kernels::WeightFormat format : {kernels::WeightFormat::kBF16, kernels::WeightFormat::kInt8}) {
+    SCOPED_TRACE(kernels::WeightFormatName(format));
+    // INT8 weights take BF16 inputs on amx only.
+    if (kernels::GemmInputFor(format, kernels::ActiveCpuIsa()) != kernels::GemmInput::kBF16) {
+      continue;
+    }
+    const config::LayerConfig c = Config(kSwiglu);
+    const auto weights = std::make_shared<const MoeLayerWeights>(RandomLayerWeights(c, 7));
+    const Tensor hidden = Hidden(40, c.d_model(), 8);
+    absl::StatusOr<MoeLayer> layer =
+        MoeLayer::Create(c, weights, {.experts = {.weight_format = format}});
+    ASSERT_TRUE(layer.ok());
+    absl::StatusOr<LayerOutput> out = layer->Forward(hidden);
+    ASSERT_TRUE(out.ok());
+    const std::unique_ptr<MoeLayerWeights> effective = EffectiveLayerWeights(*layer);
+    const CheckOptions modelled = CheckOptionsFor(*layer);
+    EXPECT_EQ(modelled.activations, kernels::GemmInput::kBF16);
+    absl::StatusOr<CheckResult> good = CheckLayerOutput(c, *effective, hidden, *out, 40, modelled);
+    ASSERT_TRUE(good.ok());
+    EXPECT_EQ(good->wrong(), 0) << good->first_problem;
+    absl::StatusOr<CheckResult> unmodelled =
+        CheckLayerOutput(c, *effective, hidden, *out, 40, {});
+    ASSERT_TRUE(unmodelled.ok());
+    EXPECT_GT(unmodelled->wrong(), 0);
+  }
 }
 
 TEST(BenchCheckTest, DropsSharedExpertsAndScalingAreFollowed) {
