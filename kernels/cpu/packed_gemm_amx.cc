@@ -70,7 +70,11 @@ void Configure(int rows0, int rows1, int* current) {
     cfg.rows[t] = 16;
     cfg.colsb[t] = 64;
   }
-  _tile_loadconfig(&cfg);
+  // NOTE: not _tile_loadconfig: GCC 12's asm for it names only the configuration's first 8
+  // bytes as its input, so the compiler may drop the stores to the rest as dead (it did for an
+  // experimental decode kernel in session 8: every tile instruction then raised #UD). The whole
+  // struct is the operand here.
+  asm volatile("ldtilecfg %0" : : "m"(cfg));
   *current = key;
 }
 
@@ -177,6 +181,11 @@ constexpr Int8ToBf16Tables kInt8ToBf16;
   }
 }
 
+// A compiler barrier between the vector stores of expanded tiles and the tile loads that read
+// them: GCC's tileloadd asm names no memory operand, so without it the stores could be moved
+// past the loads or dropped as dead (nothing else reads the buffer).
+[[gnu::always_inline]] inline void TilesWritten() { asm volatile("" : : : "memory"); }
+
 // Copies the first `rows` rows and `cols` columns of a 16 x 16 scratch tile to c.
 inline void CopyOut(const float* scratch, float* c, int64_t ldc, int rows, int cols) {
   for (int r = 0; r < rows; ++r) {
@@ -273,6 +282,7 @@ template <int NT, bool kInt8>
     if (k.convert) {
       ExpandInt8Block(s0, k.valid - blk * kBf16Block, b0);
       if constexpr (NT == 2) ExpandInt8Block(s1, k.valid - blk * kBf16Block, b1);
+      TilesWritten();
     }
   } else {
     PrefetchBlock<NT, kBf16BlockBytes>(k, b0, b1, blk);

@@ -114,7 +114,8 @@ TEST(BenchCheckTest, Bf16InputRoundingIsModelledNotTolerated) {
     GTEST_SKIP() << "the " << kernels::CpuIsaName(kernels::ActiveCpuIsa())
                  << " BF16 kernels read F32 inputs (BF16 inputs need avx512 or amx)";
   }
-  for (kernels::WeightFormat format : {kernels::WeightFormat::kBF16, kernels::WeightFormat::kInt8}) {
+  for (kernels::WeightFormat format :
+       {kernels::WeightFormat::kBF16, kernels::WeightFormat::kInt8}) {
     SCOPED_TRACE(kernels::WeightFormatName(format));
     // INT8 weights take BF16 inputs on amx only.
     if (kernels::GemmInputFor(format, kernels::ActiveCpuIsa()) != kernels::GemmInput::kBF16) {
@@ -134,8 +135,7 @@ TEST(BenchCheckTest, Bf16InputRoundingIsModelledNotTolerated) {
     absl::StatusOr<CheckResult> good = CheckLayerOutput(c, *effective, hidden, *out, 40, modelled);
     ASSERT_TRUE(good.ok());
     EXPECT_EQ(good->wrong(), 0) << good->first_problem;
-    absl::StatusOr<CheckResult> unmodelled =
-        CheckLayerOutput(c, *effective, hidden, *out, 40, {});
+    absl::StatusOr<CheckResult> unmodelled = CheckLayerOutput(c, *effective, hidden, *out, 40, {});
     ASSERT_TRUE(unmodelled.ok());
     EXPECT_GT(unmodelled->wrong(), 0);
   }
