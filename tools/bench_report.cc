@@ -16,10 +16,7 @@
 #include "kernels/cpu/matmul.h"
 #include "tools/bench_check.h"
 #include "tools/blas_ceilings.h"
-
-#ifndef MOE_GIT_COMMIT
-#define MOE_GIT_COMMIT "unknown"
-#endif
+#include "tools/moe_git_commit.h"  // generated at build time: MOE_GIT_COMMIT
 
 namespace moe::tools {
 namespace {

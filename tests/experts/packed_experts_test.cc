@@ -97,8 +97,8 @@ TEST_P(PackedExpertsIsaTest, MatchesThePlainBankOnTheValuesItStandsFor) {
       const ExpertWeights effective = bank.EffectiveWeights();
       const ExpertBank plain = ExpertBank::Create(effective, act, {.plain = true});
       const double err = RelL2(RunBank(bank, w, x, d_model), RunBank(plain, effective, x, d_model));
-      // INT4 also rounds its activations to int8 (about 1% here), BF16 on AVX-512 and AMX to
-      // BF16 (about 3e-3); the others differ only in float32 summation order.
+      // INT4 also rounds its activations to int8 (about 1% here), BF16 on AVX-512 and AMX and
+      // INT8 on AMX to BF16 (about 3e-3); the others differ only in float32 summation order.
       const kernels::GemmInput input = kernels::GemmInputFor(f, kernels::ActiveCpuIsa());
       const double bound = input == kernels::GemmInput::kInt8   ? 3e-2
                            : input == kernels::GemmInput::kBF16 ? 1e-2
