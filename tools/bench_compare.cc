@@ -16,6 +16,7 @@
 #include "absl/strings/str_format.h"
 #include "configs/layer_config.h"
 #include "kernels/cpu/cpu_isa.h"
+#include "kernels/cpu/packed_gemm.h"
 #include "moe/base/status_macros.h"
 #include "moe/layer_weights.h"
 #include "moe/moe_layer.h"
@@ -50,8 +51,15 @@ struct Measured {
   std::vector<float> first_output;  // the output on step 0
 };
 
-// Which GEMM ceiling a row is held to: the BF16 one for BF16 weights, sgemm otherwise.
+// Which GEMM ceiling a row is held to: the BF16 one for BF16 weights and for the formats whose
+// kernels compute in BF16 here (INT8 on amx: its tiles are BF16), sgemm otherwise.
 enum class Ceiling { kSgemm, kBf16 };
+
+Ceiling CeilingFor(WeightFormat f, const CeilingProbes& probes) {
+  const bool bf16 = f == WeightFormat::kBF16 ||
+                    kernels::GemmInputFor(f, kernels::ActiveCpuIsa()) == kernels::GemmInput::kBF16;
+  return bf16 && probes.has_bf16() ? Ceiling::kBf16 : Ceiling::kSgemm;
+}
 
 // Active weight bytes of one forward: each expert with a slot streams its packed matrices
 // once, plus the shared experts and the F32 router.
@@ -261,8 +269,7 @@ int RunCompareBench(const CompareOptions& o) {
           if (!p.ok()) return Fail(p.status(), kExitRuntimeError);
           plain_seconds[key] = p->seconds;
         }
-        const Ceiling ceiling =
-            f == WeightFormat::kBF16 && probes.has_bf16() ? Ceiling::kBf16 : Ceiling::kSgemm;
+        const Ceiling ceiling = CeilingFor(f, probes);
         absl::StatusOr<Measured> m = Measure(*layer, inputs[key], o.warmup, o.repeats,
                                              o.check_tokens, check_weights.get(), &probes, ceiling);
         if (!m.ok()) return Fail(m.status(), kExitRuntimeError);
@@ -296,6 +303,7 @@ int RunCompareBench(const CompareOptions& o) {
              {"tokens_per_s", static_cast<double>(t) / m->seconds},
              {"gflops", gflops},
              {"gbps", gbps},
+             {"ceiling", ceiling == Ceiling::kBf16 ? "bf16_gemm" : "sgemm"},
              {"ceil_gflops", m->gemm_gflops},
              {"triad_gbps", m->triad_gbps},
              {"pct_roofline", 100 * roofline / m->seconds},
@@ -317,8 +325,9 @@ int RunCompareBench(const CompareOptions& o) {
       "#   matrices and scales once, plus shared experts and the F32 router) / time.\n"
       "# ceil_GF, triad: the row's ceilings (GFLOP/s of its GEMM ceiling: the BF16 GEMM for "
       "BF16\n"
-      "#   weights, sgemm for the others; GB/s of the triad), medians of the calls beside its "
-      "forwards.\n"
+      "#   weights and INT8 on amx, whose tiles are BF16, sgemm for the others; GB/s of the "
+      "triad),\n"
+      "#   medians of the calls beside its forwards.\n"
       "# %%roof = roofline time / time, roofline = max(FLOP / ceil_GF, bytes / triad). %%gemm, "
       "%%triad:\n"
       "#   GFLOP/s / ceil_GF, GB/s / triad.\n"

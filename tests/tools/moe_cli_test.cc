@@ -5,6 +5,9 @@
 #include <string>
 
 #include "gtest/gtest.h"
+#include "kernels/cpu/cpu_isa.h"
+#include "kernels/cpu/packed_gemm.h"
+#include "kernels/cpu/packed_weights.h"
 #include "nlohmann/json.hpp"
 #include "tests/tools/cli_runner.h"
 
@@ -206,6 +209,17 @@ TEST(MoeCliTest, BenchCompareRowsEveryFormatAgainstCeilingsWithZeroWrong) {
     EXPECT_EQ(row["tokens"], i % 2 == 0 ? 1 : 5);
     EXPECT_GT(row["time_ms"].get<double>(), 0);
     EXPECT_GT(row["ceil_gflops"].get<double>(), 0);
+    // The BF16 GEMM for BF16 weights and for INT8 where its kernels compute in BF16 (amx),
+    // when oneDNN is there; sgemm otherwise.
+    const kernels::WeightFormat formats[] = {
+        kernels::WeightFormat::kF32, kernels::WeightFormat::kBF16, kernels::WeightFormat::kInt8,
+        kernels::WeightFormat::kInt4};
+    const kernels::WeightFormat format = formats[i / 2];
+    const bool bf16 =
+        json["context"]["bf16_gemm"].get<std::string>().rfind("none", 0) != 0 &&
+        (format == kernels::WeightFormat::kBF16 ||
+         kernels::GemmInputFor(format, kernels::ActiveCpuIsa()) == kernels::GemmInput::kBF16);
+    EXPECT_EQ(row["ceiling"], bf16 ? "bf16_gemm" : "sgemm") << dtypes[i / 2];
     EXPECT_GT(row["pct_roofline"].get<double>(), 0);
     EXPECT_EQ(row["wrong"], 0);
     EXPECT_EQ(row["plain_ms"].is_null(), false);
