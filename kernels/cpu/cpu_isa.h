@@ -13,9 +13,8 @@ namespace moe::kernels {
 //   kAvx2:   AVX2 + FMA.
 //   kAvx512: AVX-512 F/BW/VL/DQ with BF16 dot products (AVX512_BF16) and VNNI (Zen 4/5, Cooper
 //            Lake, Sapphire Rapids and later).
-//   kAmx:    kAvx512 plus AMX tiles with BF16 and AVX-512 VBMI (Sapphire Rapids and later), with
-//   the Linux
-//            permission to use the tile state granted to this process.
+//   kAmx:    kAvx512 plus AMX tiles with BF16 and AVX-512 VBMI (Sapphire Rapids and later),
+//            with the Linux permission to use the tile state granted to this process.
 enum class CpuIsa { kPortable, kAvx2, kAvx512, kAmx };
 
 // "portable", "avx2", "avx512", "amx".

@@ -19,7 +19,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 
 #include "kernels/cpu/packed_gemm.h"
 
@@ -186,26 +185,15 @@ constexpr Int8ToBf16Tables kInt8ToBf16;
 // past the loads or dropped as dead (nothing else reads the buffer).
 [[gnu::always_inline]] inline void TilesWritten() { asm volatile("" : : : "memory"); }
 
-// Copies the first `rows` rows and `cols` columns of a 16 x 16 scratch tile to c.
-inline void CopyOut(const float* scratch, float* c, int64_t ldc, int rows, int cols) {
-  for (int r = 0; r < rows; ++r) {
-    std::memcpy(c + r * ldc, scratch + r * 16, static_cast<size_t>(cols) * sizeof(float));
-  }
-}
-
-// Streams the first `rows` rows of a 16 x 16 scratch tile to c (64-byte aligned rows).
-inline void StreamOut(const float* scratch, float* c, int64_t ldc, int rows) {
-  for (int r = 0; r < rows; ++r) _mm512_stream_ps(c + r * ldc, _mm512_load_ps(scratch + r * 16));
-}
-
-// Stores the first `rows` rows and `cols` columns of a 16 x 16 scratch tile times the column
-// scales to c (streamed when `stream`: 64-byte aligned rows, all 16 columns valid).
-inline void ScaleOut(const float* scratch, const float* scales, float* c, int64_t ldc, int rows,
+// Stores the first `rows` rows and `cols` columns of a 16 x 16 scratch tile to c, times the
+// column scales when `scales` is not null (INT8's final sums); streamed when `stream` (64-byte
+// aligned rows, all 16 columns valid).
+inline void StoreOut(const float* scratch, const float* scales, float* c, int64_t ldc, int rows,
                      int cols, bool stream) {
-  const __m512 s = _mm512_loadu_ps(scales);
   const __mmask16 mask = static_cast<__mmask16>((1u << cols) - 1);
   for (int r = 0; r < rows; ++r) {
-    const __m512 v = _mm512_mul_ps(_mm512_load_ps(scratch + r * 16), s);
+    __m512 v = _mm512_load_ps(scratch + r * 16);
+    if (scales != nullptr) v = _mm512_mul_ps(v, _mm512_loadu_ps(scales));
     if (stream) {
       _mm512_stream_ps(c + r * ldc, v);
     } else {
@@ -214,25 +202,16 @@ inline void ScaleOut(const float* scratch, const float* scales, float* c, int64_
   }
 }
 
-// Stores C tile `tile` (rows x 16) to c: times `scales` when not null (INT8's final sums)
-// through a scratch tile; else in place when all 16 columns are valid, else through a scratch
-// tile; streamed through a scratch tile when `stream` (all 16 columns valid).
+// Stores C tile `tile` (rows x 16) to c: in place when all 16 columns are valid and nothing is
+// scaled or streamed, else through a scratch tile (StoreOut).
 #define MOE_STORE_C(tile, c, ldc, rows, cols, stream, scales)               \
   do {                                                                      \
-    if ((scales) != nullptr) {                                              \
-      alignas(64) float scratch[16 * 16];                                   \
-      _tile_stored(tile, scratch, 64);                                      \
-      ScaleOut(scratch, (scales), (c), (ldc), (rows), (cols), (stream));    \
-    } else if (stream) {                                                    \
-      alignas(64) float scratch[16 * 16];                                   \
-      _tile_stored(tile, scratch, 64);                                      \
-      StreamOut(scratch, (c), (ldc), (rows));                               \
-    } else if ((cols) == 16) {                                              \
+    if ((scales) == nullptr && !(stream) && (cols) == 16) {                 \
       _tile_stored(tile, (c), (ldc) * static_cast<int64_t>(sizeof(float))); \
     } else {                                                                \
       alignas(64) float scratch[16 * 16];                                   \
       _tile_stored(tile, scratch, 64);                                      \
-      CopyOut(scratch, (c), (ldc), (rows), (cols));                         \
+      StoreOut(scratch, (scales), (c), (ldc), (rows), (cols), (stream));    \
     }                                                                       \
   } while (0)
 
