@@ -212,9 +212,10 @@ int RunCompareBench(const CompareOptions& o) {
                             ? std::string(std::getenv(kOpenBlasNoteVariable))
                             : std::string()}};
   nlohmann::ordered_json json_rows = nlohmann::ordered_json::array();
-  std::printf("\n%-8s %-5s %7s %10s %10s %8s %7s %7s %6s %6s %6s %6s %10s %8s %8s %7s\n", "routing",
-              "dtype", "tokens", "time_ms", "tokens/s", "GFLOP/s", "GB/s", "ceil_GF", "triad",
-              "%roof", "%gemm", "%triad", "plain_ms", "x_plain", "err_f32", "#wrong");
+  std::printf("\n%-8s %-5s %7s %10s %10s %8s %7s %7s %6s %6s %6s %6s %6s %10s %8s %8s %7s\n",
+              "routing", "dtype", "tokens", "time_ms", "tokens/s", "GFLOP/s", "GB/s", "ceil_GF",
+              "triad", "%roof", "%serial", "%gemm", "%triad", "plain_ms", "x_plain", "err_f32",
+              "#wrong");
   std::fflush(stdout);
 
   // Inputs per (routing, token count), rotated through by every format: the router's own
@@ -274,18 +275,20 @@ int RunCompareBench(const CompareOptions& o) {
                                              o.check_tokens, check_weights.get(), &probes, ceiling);
         if (!m.ok()) return Fail(m.status(), kExitRuntimeError);
         if (f == WeightFormat::kF32) f32_out[key] = m->first_output;
-        const double roofline =
-            std::max(m->flop / (m->gemm_gflops * 1e9), m->bytes / (m->triad_gbps * 1e9));
+        const double compute_s = m->flop / (m->gemm_gflops * 1e9);
+        const double stream_s = m->bytes / (m->triad_gbps * 1e9);
+        const double roofline = std::max(compute_s, stream_s);
+        const double serial = compute_s + stream_s;
         const double gflops = m->flop / m->seconds / 1e9;
         const double gbps = m->bytes / m->seconds / 1e9;
         const auto plain_time = plain_seconds.find(key);
         std::printf(
-            "%-8s %-5s %7lld %10.3f %10.1f %8.1f %7.2f %7.0f %6.1f %5.0f%% %5.0f%% %5.0f%% %10s "
-            "%8s %8.2g %7lld\n",
+            "%-8s %-5s %7lld %10.3f %10.1f %8.1f %7.2f %7.0f %6.1f %5.0f%% %6.0f%% %5.0f%% %5.0f%% "
+            "%10s %8s %8.2g %7lld\n",
             routings[s].label.c_str(), std::string(kernels::WeightFormatName(f)).c_str(),
             static_cast<long long>(t), m->seconds * 1e3, static_cast<double>(t) / m->seconds,
             gflops, gbps, m->gemm_gflops, m->triad_gbps, 100 * roofline / m->seconds,
-            100 * gflops / m->gemm_gflops, 100 * gbps / m->triad_gbps,
+            100 * serial / m->seconds, 100 * gflops / m->gemm_gflops, 100 * gbps / m->triad_gbps,
             plain_time == plain_seconds.end()
                 ? "-"
                 : absl::StrFormat("%.3f", plain_time->second * 1e3).c_str(),
@@ -307,6 +310,7 @@ int RunCompareBench(const CompareOptions& o) {
              {"ceil_gflops", m->gemm_gflops},
              {"triad_gbps", m->triad_gbps},
              {"pct_roofline", 100 * roofline / m->seconds},
+             {"pct_serial_roofline", 100 * serial / m->seconds},
              {"pct_gemm", 100 * gflops / m->gemm_gflops},
              {"pct_triad", 100 * gbps / m->triad_gbps},
              {"plain_ms", has_plain ? nlohmann::ordered_json(plain_time->second * 1e3) : nullptr},
@@ -328,8 +332,9 @@ int RunCompareBench(const CompareOptions& o) {
       "#   weights and INT8 on amx, whose tiles are BF16, sgemm for the others; GB/s of the "
       "triad),\n"
       "#   medians of the calls beside its forwards.\n"
-      "# %%roof = roofline time / time, roofline = max(FLOP / ceil_GF, bytes / triad). %%gemm, "
-      "%%triad:\n"
+      "# %%roof = roofline time / time, roofline = max(FLOP / ceil_GF, bytes / triad). %%serial:\n"
+      "#   the same with FLOP / ceil_GF + bytes / triad, the bound where a core cannot stream\n"
+      "#   while it computes (moe_overlap_bench measures how much it can). %%gemm, %%triad:\n"
       "#   GFLOP/s / ceil_GF, GB/s / triad.\n"
       "# plain_ms: the plain reference experts (F32, MatmulNT), one forward; x_plain = plain / "
       "time.\n"

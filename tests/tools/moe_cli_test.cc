@@ -221,6 +221,9 @@ TEST(MoeCliTest, BenchCompareRowsEveryFormatAgainstCeilingsWithZeroWrong) {
          kernels::GemmInputFor(format, kernels::ActiveCpuIsa()) == kernels::GemmInput::kBF16);
     EXPECT_EQ(row["ceiling"], bf16 ? "bf16_gemm" : "sgemm") << dtypes[i / 2];
     EXPECT_GT(row["pct_roofline"].get<double>(), 0);
+    // The serial bound adds the two times the roofline takes the larger of.
+    EXPECT_GT(row["pct_serial_roofline"].get<double>(), row["pct_roofline"].get<double>());
+    EXPECT_LE(row["pct_serial_roofline"].get<double>(), 2 * row["pct_roofline"].get<double>());
     EXPECT_EQ(row["wrong"], 0);
     EXPECT_EQ(row["plain_ms"].is_null(), false);
   }
