@@ -88,8 +88,10 @@ template <Kind kKind, bool kPrefetch>
 double Seconds(int phase, const uint8_t* stream, int64_t offset, const uint8_t* tiles, int groups,
                float* sink) {
   const auto t0 = std::chrono::steady_clock::now();
-  if (phase == kStreamOnly) *sink += Run<kKind, kPrefetch, kStreamOnly>(stream, offset, tiles, groups);
-  if (phase == kComputeOnly) *sink += Run<kKind, kPrefetch, kComputeOnly>(stream, offset, tiles, groups);
+  if (phase == kStreamOnly)
+    *sink += Run<kKind, kPrefetch, kStreamOnly>(stream, offset, tiles, groups);
+  if (phase == kComputeOnly)
+    *sink += Run<kKind, kPrefetch, kComputeOnly>(stream, offset, tiles, groups);
   if (phase == kBoth) *sink += Run<kKind, kPrefetch, kBoth>(stream, offset, tiles, groups);
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
