@@ -20,6 +20,7 @@
 #include <cstring>
 #include <string>
 
+#include "kernels/cpu/amx_tile_config.h"
 #include "kernels/cpu/cpu_isa.h"
 #include "moe/base/tensor.h"
 
@@ -34,14 +35,6 @@ constexpr int64_t kPrefetchAhead = 8192;            // prefetched stream: into L
 
 enum Kind : int { kFma = 0, kAmx = 1 };
 enum Phase : int { kStreamOnly = 1, kComputeOnly = 2, kBoth = 3 };
-
-struct alignas(64) TileConfig {
-  uint8_t palette = 1;
-  uint8_t start_row = 0;
-  uint8_t reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
 
 // `kPhase` of kSteps steps from stream offset `offset`; returns a value that depends on every
 // load so that the compiler keeps them.
@@ -108,7 +101,7 @@ MOE_OVERLAP_TARGET void StartTiles() {
     cfg.rows[t] = 16;
     cfg.colsb[t] = 64;
   }
-  asm volatile("ldtilecfg %0" : : "m"(cfg));
+  LoadTileConfig(cfg);
   _tile_zero(0);
   _tile_zero(1);
   _tile_zero(2);

@@ -20,19 +20,11 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "kernels/cpu/amx_tile_config.h"
 #include "kernels/cpu/packed_gemm.h"
 
 namespace moe::kernels {
 namespace {
-
-// The 64-byte tile configuration (palette 1).
-struct alignas(64) TileConfig {
-  uint8_t palette = 1;
-  uint8_t start_row = 0;
-  uint8_t reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
 
 // Tile registers (macros: the AMX intrinsics paste the register number into the instruction).
 // C(i, j) = row tile i, panel j.
@@ -69,11 +61,7 @@ void Configure(int rows0, int rows1, int* current) {
     cfg.rows[t] = 16;
     cfg.colsb[t] = 64;
   }
-  // NOTE: not _tile_loadconfig: GCC 12's asm for it names only the configuration's first 8
-  // bytes as its input, so the compiler may drop the stores to the rest as dead (it did for an
-  // experimental decode kernel in session 8: every tile instruction then raised #UD). The whole
-  // struct is the operand here.
-  asm volatile("ldtilecfg %0" : : "m"(cfg));
+  LoadTileConfig(cfg);
   *current = key;
 }
 
