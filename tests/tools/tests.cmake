@@ -42,3 +42,21 @@ if(MPIEXEC_EXECUTABLE)
     set_tests_properties(moe_ep_cli_test PROPERTIES ENVIRONMENT ASAN_OPTIONS=detect_leaks=0)
   endif()
 endif()
+
+# The Google Benchmark binaries start and run a row (no timing is judged): one short row each.
+# A CPU without AVX-512 or AMX reports those rows as skipped, which passes too.
+if(TARGET moe_kernel_bench)
+  add_test(NAME moe_kernel_bench_smoke
+           COMMAND $<TARGET_FILE:moe_kernel_bench> --benchmark_filter=BM_PackedGemm/1/16$
+                   --benchmark_min_time=0.01)
+  set_tests_properties(moe_kernel_bench_smoke PROPERTIES LABELS bench TIMEOUT 120
+                                                         PASS_REGULAR_EXPRESSION "GFLOP/s=")
+endif()
+if(TARGET moe_overlap_bench)
+  add_test(NAME moe_overlap_bench_smoke
+           COMMAND $<TARGET_FILE:moe_overlap_bench> --benchmark_filter=BM_Overlap/[01]/1/1/
+                   --benchmark_min_time=0.01)
+  set_tests_properties(moe_overlap_bench_smoke PROPERTIES
+                       LABELS bench TIMEOUT 120
+                       PASS_REGULAR_EXPRESSION "hidden=|no AMX on this CPU|no AVX-512 on this CPU")
+endif()
