@@ -243,7 +243,8 @@ template <int NT, bool kInt8>
                                                 int64_t blk) {
   if constexpr (kInt8) {
     const int8_t* s0 = k.src[0] + blk * kInt8BlockBytes;
-    const int8_t* s1 = k.src[1] + blk * kInt8BlockBytes;
+    // One panel: src[1] is null and b1 unused (no offset applied to a null pointer).
+    const int8_t* s1 = NT == 2 ? k.src[1] + blk * kInt8BlockBytes : s0;
     PrefetchBlock<NT, kInt8BlockBytes>(k, reinterpret_cast<const uint8_t*>(s0),
                                        reinterpret_cast<const uint8_t*>(s1), blk);
     if (k.convert) {
