@@ -39,11 +39,12 @@ constexpr int64_t kPrefetchAhead = 8192;            // prefetched stream: into L
 enum Kind : int { kFma = 0, kAmx = 1 };
 enum Phase : int { kStreamOnly = 1, kComputeOnly = 2, kBoth = 3 };
 
-// `kPhase` of kSteps steps from stream offset `offset`; returns a value that depends on every
-// load so that the compiler keeps them.
 // Only the functions that run AVX-512 and AMX instructions are compiled for them, so that the
 // binary starts (and reports a skipped row) on CPUs without them.
 #define MOE_OVERLAP_TARGET __attribute__((target("avx2,fma,avx512f,amx-tile,amx-bf16")))
+
+// `kPhase` of kSteps steps from stream offset `offset`; returns a value that depends on every
+// load so that the compiler keeps them.
 
 template <Kind kKind, bool kPrefetch, int kPhase>
 MOE_OVERLAP_TARGET float Run(const uint8_t* stream, int64_t offset, const uint8_t* tiles,
