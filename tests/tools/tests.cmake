@@ -60,3 +60,12 @@ if(TARGET moe_overlap_bench)
                        LABELS bench TIMEOUT 120
                        PASS_REGULAR_EXPRESSION "hidden=|no AMX on this CPU|no AVX-512 on this CPU")
 endif()
+if(TARGET moe_cold_gemm_bench)
+  add_test(NAME moe_cold_gemm_bench_smoke
+           COMMAND $<TARGET_FILE:moe_cold_gemm_bench>
+                   --benchmark_filter=BM_ColdGemm/fmt:0/m:16/n:2048/k:1024/impl:[01]/
+                   --benchmark_min_time=0.01)
+  set_tests_properties(moe_cold_gemm_bench_smoke PROPERTIES
+                       LABELS bench TIMEOUT 300
+                       PASS_REGULAR_EXPRESSION "pct_roof=.*pct_roof=|pct_roof=.*oneDNN")
+endif()
