@@ -29,7 +29,6 @@
 #include <functional>
 #include <memory>
 #include <optional>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -37,6 +36,7 @@
 #include "kernels/cpu/packed_gemm.h"
 #include "kernels/cpu/packed_weights.h"
 #include "moe/base/tensor.h"
+#include "tools/random_normal.h"
 
 #if MOE_HAVE_DNNL
 #include <dnnl.hpp>
@@ -48,14 +48,6 @@ namespace {
 constexpr int64_t kRotationBytes = int64_t{1} << 30;  // larger than any last-level cache
 
 enum Impl : int { kOurs = 0, kOneDnn = 1 };
-
-std::vector<float> Random(size_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> dist(0, 1);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
 
 double Seconds(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -97,8 +89,8 @@ struct Ours {
   int64_t m = 0, ld16 = 0;
 
   Ours(WeightFormat format, int64_t m_rows, int64_t n, int64_t k, Gemm& g) : m(m_rows) {
-    const std::vector<float> w = Random(static_cast<size_t>(n * k), 1);
-    a = Random(static_cast<size_t>(m * k), 2);
+    const std::vector<float> w = RandomNormal(static_cast<size_t>(n * k), 1);
+    a = RandomNormal(static_cast<size_t>(m * k), 2);
     ld16 = RoundUp(k, kBf16Block);
     a16.resize(static_cast<size_t>(m * ld16));
     ConvertRowsToBf16(a.data(), k, m, k, a16.data(), ld16);
@@ -151,13 +143,12 @@ struct OneDnn {
     const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(ad, bd, cd), engine);
     matmul.emplace(pd);
     g.name = std::string("oneDNN (") + pd.impl_info_str() + ")";
-    const std::vector<float> a = Random(static_cast<size_t>(m * k), 2);
-    memory a32({{m, k}, memory::data_type::f32, memory::format_tag::ab}, engine,
-                     const_cast<float*>(a.data()));
+    std::vector<float> a = RandomNormal(static_cast<size_t>(m * k), 2);
+    memory a32({{m, k}, memory::data_type::f32, memory::format_tag::ab}, engine, a.data());
     src.emplace(ad, engine);
     dnnl::reorder(a32, *src).execute(stream, a32, *src);
     dst.emplace(cd, engine);
-    std::vector<float> w = Random(static_cast<size_t>(n * k), 1);
+    std::vector<float> w = RandomNormal(static_cast<size_t>(n * k), 1);
     memory w32({{k, n}, memory::data_type::f32, memory::format_tag::ba}, engine, w.data());
     g.weight_bytes = static_cast<int64_t>(pd.weights_desc().get_size());
     g.copies = static_cast<int>(CeilDiv(kRotationBytes, g.weight_bytes));

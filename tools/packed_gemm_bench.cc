@@ -6,12 +6,12 @@
 
 #include <algorithm>
 #include <cstring>
-#include <random>
 #include <vector>
 
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/packed_gemm.h"
 #include "kernels/cpu/packed_weights.h"
+#include "tools/random_normal.h"
 
 namespace moe::kernels {
 namespace {
@@ -40,23 +40,15 @@ PackedMatrix Clone(const PackedMatrix& m) {
   return c;
 }
 
-std::vector<float> Random(size_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> dist(0, 1);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
-
 void BM_PackedGemm(benchmark::State& state) {
   const auto format = static_cast<WeightFormat>(state.range(0));
   const int64_t m = state.range(1);
-  const std::vector<float> w = Random(static_cast<size_t>(kN * kK), 1);
+  const std::vector<float> w = RandomNormal(static_cast<size_t>(kN * kK), 1);
   std::vector<PackedMatrix> packed;
   packed.push_back(PackMatrix(w.data(), kK, kN, kK, format));
   const int64_t copies = CeilDiv(kRotationBytes, packed[0].StreamBytes());
   for (int64_t i = 1; i < copies; ++i) packed.push_back(Clone(packed[0]));
-  const std::vector<float> a = Random(static_cast<size_t>(m * kK), 2);
+  const std::vector<float> a = RandomNormal(static_cast<size_t>(m * kK), 2);
   const int64_t ld16 = kK + 32;
   std::vector<uint16_t> a16(static_cast<size_t>(m * ld16));
   ConvertRowsToBf16(a.data(), kK, m, kK, a16.data(), ld16);
@@ -93,8 +85,8 @@ void BM_PackedGemm(benchmark::State& state) {
 
 void BM_MatmulNT(benchmark::State& state) {
   const int64_t m = state.range(0);
-  const std::vector<float> w = Random(static_cast<size_t>(kN * kK), 1);
-  const std::vector<float> a = Random(static_cast<size_t>(m * kK), 2);
+  const std::vector<float> w = RandomNormal(static_cast<size_t>(kN * kK), 1);
+  const std::vector<float> a = RandomNormal(static_cast<size_t>(m * kK), 2);
   std::vector<float> c(static_cast<size_t>(m * kN));
   for (auto _ : state) {
     MatmulNT({.a = a.data(),

@@ -14,20 +14,13 @@
 #include "kernels/cpu/cpu_isa.h"
 #include "kernels/cpu/packed_weights.h"
 #include "moe/base/scratch_buffer.h"
+#include "tools/random_normal.h"
 
 namespace moe::kernels {
 namespace {
 
 constexpr WeightFormat kFormats[] = {WeightFormat::kF32, WeightFormat::kBF16, WeightFormat::kInt8,
                                      WeightFormat::kInt4};
-
-std::vector<float> Random(size_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> dist(0, 1);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
 
 // Sum (x - y)^2 / sum y^2; NaN anywhere gives NaN (which fails every bound).
 double Nmse(const std::vector<float>& x, const std::vector<double>& y) {
@@ -59,8 +52,8 @@ struct Problem {
 
 Problem MakeProblem(int64_t m, int64_t n, int64_t k, uint64_t seed) {
   Problem p;
-  p.a = Random(static_cast<size_t>(m * k), seed);
-  p.w = Random(static_cast<size_t>(n * k), seed + 1);
+  p.a = RandomNormal(static_cast<size_t>(m * k), seed);
+  p.w = RandomNormal(static_cast<size_t>(n * k), seed + 1);
   p.m = m;
   p.n = n;
   p.k = k;
@@ -300,7 +293,7 @@ TEST(PackedWeightsTest, Bf16RoundsToNearestEvenAndKeepsNan) {
 TEST(PackedWeightsTest, Bf16RowsRoundEveryValueAsFloatToBf16AndPadWithZeros) {
   // Halfway cases, NaN, infinities, denormals, signed zero, and N(0, 1) values; 37 inputs per
   // row (a partial vector and padding to 64).
-  std::vector<float> x = Random(3 * 37, 11);
+  std::vector<float> x = RandomNormal(3 * 37, 11);
   const float specials[] = {1.00390625f, 1.01171875f, -1.00390625f, NAN,  -NAN,  INFINITY,
                             -INFINITY,   1e-40f,      -3e-39f,      0.0f, -0.0f, 3.4e38f};
   for (size_t i = 0; i < std::size(specials); ++i) x[i * 3] = specials[i];
@@ -322,7 +315,7 @@ TEST(PackedWeightsTest, Avx512Int8RowsAreBitwiseThePortableOnes) {
   // cases, NaN, infinities, an all-zero group, and a group of denormals whose scale's inverse
   // overflows to infinity.
   constexpr int64_t kM = 4, kK = 77, kLd = 96, kGroups = 3;
-  std::vector<float> x = Random(kM * kK, 13);
+  std::vector<float> x = RandomNormal(kM * kK, 13);
   const float specials[] = {NAN, -NAN, INFINITY, -INFINITY, 0.5f, -1.5f, 2.5f, -0.0f, 3.4e38f};
   for (size_t i = 0; i < std::size(specials); ++i) x[i * 5] = specials[i];
   for (int64_t i = 0; i < 32; ++i) x[kK + i] = 0.0f;                       // row 1, group 0
@@ -345,7 +338,7 @@ TEST(PackedWeightsTest, Avx512Int8RowsAreBitwiseThePortableOnes) {
 }
 
 TEST(PackedWeightsTest, Int4ValuesAreScaledIntegersInMinus8To7) {
-  const std::vector<float> w = Random(3 * 64, 9);
+  const std::vector<float> w = RandomNormal(3 * 64, 9);
   const PackedMatrix m = PackMatrix(w.data(), 64, 3, 64, WeightFormat::kInt4);
   std::vector<float> values(3 * 64);
   UnpackMatrix(m, values.data());
