@@ -3,7 +3,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -17,6 +16,7 @@
 #include "moe/base/trace.h"
 #include "moe/moe_layer.h"
 #include "tools/balance_commands.h"
+#include "tools/bench_clock.h"
 #include "tools/bench_compare.h"
 #include "tools/bench_cuda.h"
 #include "tools/bench_ep.h"
@@ -31,12 +31,6 @@
 
 namespace moe::tools {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double Seconds(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 struct BenchOptions {
   std::string config_source;

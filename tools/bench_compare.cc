@@ -3,7 +3,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -22,6 +21,7 @@
 #include "moe/moe_layer.h"
 #include "nlohmann/json.hpp"
 #include "tools/bench_check.h"
+#include "tools/bench_clock.h"
 #include "tools/bench_output.h"
 #include "tools/bench_report.h"
 #include "tools/bench_runner.h"
@@ -32,12 +32,7 @@
 namespace moe::tools {
 namespace {
 
-using Clock = std::chrono::steady_clock;
 using kernels::WeightFormat;
-
-double Seconds(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 // One timed configuration: medians over the timed forwards, and over the ceilings measured
 // beside them.

@@ -3,7 +3,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -22,18 +21,13 @@
 #include "moe/rebalance_policy.h"
 #include "nlohmann/json.hpp"
 #include "tools/bench_check.h"
+#include "tools/bench_clock.h"
 #include "tools/bench_runner.h"
 #include "tools/cli.h"
 #include "tools/ep_session.h"
 
 namespace moe::tools {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double Seconds(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 double MaxOverMean(const std::vector<int64_t>& v) {
   int64_t max = 0, sum = 0;

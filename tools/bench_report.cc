@@ -3,7 +3,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <chrono>
 #include <fstream>
 #include <vector>
 
@@ -15,6 +14,7 @@
 #include "configs/layer_config.h"
 #include "kernels/cpu/matmul.h"
 #include "tools/bench_check.h"
+#include "tools/bench_clock.h"
 #include "tools/blas_ceilings.h"
 #include "tools/moe_git_commit.h"  // generated at build time: MOE_GIT_COMMIT
 
@@ -30,16 +30,10 @@ constexpr char kBytesFormula[] =
 constexpr char kBytesNote[] =
     "F32 weight bytes read once: experts with >= 1 slot, shared experts, router";
 
-using Clock = std::chrono::steady_clock;
-
 // Each ceiling is the best of at least this many passes over at least this long, so that a
 // short burst of other work on the machine does not lower it.
 constexpr int kMinCeilingPasses = 3;
 constexpr double kMinCeilingSeconds = 0.25;
-
-double Seconds(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 int64_t Projections(const config::LayerConfig& c) {
   return config::IsGated(c.activation()) ? 3 : 2;

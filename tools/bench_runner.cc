@@ -1,7 +1,6 @@
 #include "tools/bench_runner.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <optional>
 #include <random>
@@ -11,15 +10,10 @@
 #include "moe/base/status_macros.h"
 #include "moe/base/trace.h"
 #include "tools/bench_check.h"
+#include "tools/bench_clock.h"
 
 namespace moe::tools {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double Seconds(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 // Mean over tokens of the distinct remote ranks holding a token's routed experts.
 double RemoteRanksPerToken(const Tensor& topk_ids, int32_t num_experts, int32_t num_ranks) {

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -20,6 +19,7 @@
 #include "absl/strings/str_split.h"
 #include "kernels/cpu/cpu_isa.h"
 #include "moe/base/tensor.h"
+#include "tools/bench_clock.h"
 
 #if MOE_HAVE_OPENBLAS
 #include <cblas.h>
@@ -31,15 +31,6 @@ extern "C" void openblas_set_num_threads(int);
 #endif
 
 namespace moe::tools {
-namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double Seconds(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-}  // namespace
 
 bool HaveOpenBlas() { return MOE_HAVE_OPENBLAS != 0; }
 bool HaveOneDnn() { return MOE_HAVE_DNNL != 0; }

@@ -23,7 +23,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -36,6 +35,7 @@
 #include "kernels/cpu/packed_gemm.h"
 #include "kernels/cpu/packed_weights.h"
 #include "moe/base/tensor.h"
+#include "tools/bench_clock.h"
 #include "tools/random_normal.h"
 
 #if MOE_HAVE_DNNL
@@ -48,10 +48,6 @@ namespace {
 constexpr int64_t kRotationBytes = int64_t{1} << 30;  // larger than any last-level cache
 
 enum Impl : int { kOurs = 0, kOneDnn = 1 };
-
-double Seconds(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
 
 // The operands of one expert GEMM C[m, n] = A[m, k] . W[n, k]^T and a way to run it on copy i
 // of the weights.
@@ -196,17 +192,17 @@ void BM_ColdGemm(benchmark::State& state) {
   double cold_s = 0, hot_s = 0, read_s = 0;
   uint32_t sink = 0;
   for (auto _ : state) {
-    auto start = std::chrono::steady_clock::now();
+    auto start = tools::Clock::now();
     for (int i = 0; i < g.copies; ++i) g.run(i);
-    const double cold = Seconds(start);
-    start = std::chrono::steady_clock::now();
-    for (int i = 0; i < g.copies; ++i) g.run(0);
-    hot_s += Seconds(start);
-    start = std::chrono::steady_clock::now();
-    sink += ReadAll(g.weights, g.weight_bytes);
-    read_s += Seconds(start);
+    const double cold = tools::Seconds(start);
     cold_s += cold;
     state.SetIterationTime(cold);
+    start = tools::Clock::now();
+    for (int i = 0; i < g.copies; ++i) g.run(0);
+    hot_s += tools::Seconds(start);
+    start = tools::Clock::now();
+    sink += ReadAll(g.weights, g.weight_bytes);
+    read_s += tools::Seconds(start);
   }
   benchmark::DoNotOptimize(sink);
   const double calls = static_cast<double>(state.iterations()) * g.copies;

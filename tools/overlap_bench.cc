@@ -18,7 +18,6 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -26,6 +25,7 @@
 #include "kernels/cpu/amx_tile_config.h"
 #include "kernels/cpu/cpu_isa.h"
 #include "moe/base/tensor.h"
+#include "tools/bench_clock.h"
 
 namespace moe::kernels {
 namespace {
@@ -45,7 +45,6 @@ enum Phase : int { kStreamOnly = 1, kComputeOnly = 2, kBoth = 3 };
 
 // `kPhase` of kSteps steps from stream offset `offset`; returns a value that depends on every
 // load so that the compiler keeps them.
-
 template <Kind kKind, bool kPrefetch, int kPhase>
 MOE_OVERLAP_TARGET float Run(const uint8_t* stream, int64_t offset, const uint8_t* tiles,
                              int groups) {
@@ -91,13 +90,13 @@ MOE_OVERLAP_TARGET float Run(const uint8_t* stream, int64_t offset, const uint8_
 template <Kind kKind, bool kPrefetch>
 MOE_OVERLAP_TARGET double Seconds(int phase, const uint8_t* stream, int64_t offset,
                                   const uint8_t* tiles, int groups, float* sink) {
-  const auto t0 = std::chrono::steady_clock::now();
+  const auto t0 = tools::Clock::now();
   if (phase == kStreamOnly)
     *sink += Run<kKind, kPrefetch, kStreamOnly>(stream, offset, tiles, groups);
   if (phase == kComputeOnly)
     *sink += Run<kKind, kPrefetch, kComputeOnly>(stream, offset, tiles, groups);
   if (phase == kBoth) *sink += Run<kKind, kPrefetch, kBoth>(stream, offset, tiles, groups);
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return tools::Seconds(t0);
 }
 
 // Tiles 0-3 (the accumulators) zeroed, 4-7 (A and B) 16 rows of 64 bytes.
@@ -138,18 +137,16 @@ void BM_Overlap(benchmark::State& state) {
     tiles[i + 1] = 0x3f;
   }
   if (kind == kAmx) StartTiles();
-  const uint8_t* s = stream;
-  const uint8_t* t = tiles;
   double stream_s = 0, compute_s = 0, both_s = 0;
   float sink = 0;
   int64_t offset = 0;
   for (auto _ : state) {
     const auto run = kind == kFma ? (prefetch ? Seconds<kFma, true> : Seconds<kFma, false>)
                                   : (prefetch ? Seconds<kAmx, true> : Seconds<kAmx, false>);
-    stream_s += run(kStreamOnly, s, offset, t, groups, &sink);
+    stream_s += run(kStreamOnly, stream, offset, tiles, groups, &sink);
     offset += kSteps * kStep;
-    compute_s += run(kComputeOnly, s, offset, t, groups, &sink);
-    const double both = run(kBoth, s, offset, t, groups, &sink);
+    compute_s += run(kComputeOnly, stream, offset, tiles, groups, &sink);
+    const double both = run(kBoth, stream, offset, tiles, groups, &sink);
     both_s += both;
     offset += kSteps * kStep;
     state.SetIterationTime(both);
